@@ -1,0 +1,52 @@
+"""Turns the raw rounds of a side-by-side benchmark into a Markdown table of medians.
+
+Input: raw.tsv (name, round, cpu ticks, base64 wrk output), rss.tsv (name, VmHWM kB),
+clock ticks per second, rounds, seconds. Ratios are per round against HAProxy, then medians.
+"""
+import base64
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+raw, rss_file, hz, rounds, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+rows = defaultdict(dict)
+for line in open(raw):
+    name, rnd, ticks, b64 = line.rstrip("\n").split("\t")
+    out = base64.b64decode(b64).decode()
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    rows[name][int(rnd)] = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+        "p99": ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "cpu_us": int(ticks) / hz / max(reqs, 1) * 1e6,
+        "errors": errors,
+    }
+rss = {n: int(kb) for n, kb in (l.split() for l in open(rss_file))}
+base = rows["haproxy"]
+
+print(f"# knoxy-queue vs HAProxy and nginx ({rounds} rounds of {secs} s, medians)\n")
+print("`wrk -t1 -c50`, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); "
+      "CPU/req = (utime+stime of the proxy) / requests; ratios per round against HAProxy, then the median.\n")
+print("| proxy | req/s | p50 ms | p99 ms | CPU µs/req | CPU ratio | p99 ratio | peak RSS MB | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, by_round in rows.items():
+    med = lambda k: statistics.median(r[k] for r in by_round.values())
+    ratio = lambda k: statistics.median(by_round[i][k] / base[i][k] for i in by_round if i in base)
+    print(f"| {name} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | {med('cpu_us'):.1f} "
+          f"| {ratio('cpu_us'):.2f} | {ratio('p99'):.2f} | {rss.get(name, 0) / 1024:.1f} "
+          f"| {sum(r['errors'] for r in by_round.values())} |")
+cpu = lambda n: statistics.median(r["cpu_us"] for r in rows[n].values()) if n in rows else None
+if cpu("knoxy-queue") and cpu("knoxy-queue-cc10"):
+    print(f"\nCONTAINER_CONCURRENCY=10 vs 0: CPU/req {cpu('knoxy-queue-cc10') / cpu('knoxy-queue') - 1:+.1%}")

@@ -1,0 +1,174 @@
+//! Connections to the user container at `127.0.0.1:USER_PORT`: a pool of HTTP/1.1
+//! connections and one shared h2c connection, dialled as Knative's transport dials.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+/// Dial timeout of the first attempt, grown ×1.4 per retry, for at most 15 attempts (`P/network/transports.go`).
+const DIAL_TIMEOUT: Duration = Duration::from_millis(50);
+const DIAL_BACKOFF: f64 = 1.4;
+const DIAL_STEPS: u32 = 15;
+const TCP_KEEPALIVE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("dial tcp {addr}: connect: {reason}")]
+    Dial { addr: SocketAddr, reason: String },
+    #[error("timed out dialing {addr} after {secs:.2}s")]
+    DialTimeout { addr: SocketAddr, secs: f64 },
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+pub struct Upstream {
+    addr: SocketAddr,
+    idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,
+    max_idle: usize,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+/// An HTTP/1.1 connection lent to one request; back to the pool when its response ends.
+pub struct Lease {
+    upstream: Arc<Upstream>,
+    sender: http1::SendRequest<Incoming>,
+}
+
+impl Upstream {
+    /// `max_idle` is CC, or 1000 when CC is 0 (Knative's `MaxIdleConnsPerHost`).
+    pub fn new(addr: SocketAddr, max_idle: usize) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            addr,
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            h2: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sends an HTTP/1.1 request on a pooled or new connection.
+    pub async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let mut sender = match self.checkout() {
+            Some(s) => s,
+            None => self.connect_h1().await?,
+        };
+        let response = sender.send_request(req).await?;
+        Ok((
+            response,
+            Lease {
+                upstream: Arc::clone(self),
+                sender,
+            },
+        ))
+    }
+
+    /// Sends an HTTP/2 request over the shared h2c connection, opening it if needed.
+    pub async fn send_h2(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = {
+            let mut slot = self.h2.lock().await;
+            match slot.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    let io = TokioIo::new(self.dial().await?);
+                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await?;
+                    tokio::spawn(conn);
+                    *slot = Some(sender.clone());
+                    sender
+                }
+            }
+        };
+        sender.ready().await?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// The oldest idle connection that is ready. One released a moment ago may not be yet
+    /// (its connection task has not run since the response ended): it stays for a later turn.
+    fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..idle.len() {
+            let mut sender = idle.pop_front()?;
+            match sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => return Some(sender),
+                Poll::Ready(Err(_)) => {} // closed: let it go
+                Poll::Pending => idle.push_back(sender),
+            }
+        }
+        None
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+        let io = TokioIo::new(self.dial().await?);
+        let (sender, conn) = http1::handshake(io).await?;
+        // Upgrades let WebSocket tunnels through; a failed connection only fails its own requests.
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Dials with Knative's backoff: only timeouts are retried, a refusal fails at once.
+    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
+        let started = tokio::time::Instant::now();
+        let mut step_timeout = DIAL_TIMEOUT;
+        for _ in 0..DIAL_STEPS {
+            match tokio::time::timeout(step_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let sock = socket2::SockRef::from(&stream);
+                    let _ = sock
+                        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => {
+                    return Err(UpstreamError::Dial {
+                        addr: self.addr,
+                        reason: describe(&e),
+                    })
+                }
+                Err(_) => step_timeout = step_timeout.mul_f64(DIAL_BACKOFF),
+            }
+        }
+        Err(UpstreamError::DialTimeout {
+            addr: self.addr,
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl Lease {
+    /// The response was read to its end: the connection can serve the next request.
+    pub fn release(self) {
+        let mut idle = self.upstream.idle.lock();
+        if idle.len() < self.upstream.max_idle {
+            idle.push_back(self.sender);
+        }
+    }
+}
+
+/// Go's wording for the common dial errors, which operators grep for.
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,584 @@
+//! Harness for black-box tests of the Knoxy binaries: start processes, learn their ports from
+//! their `listening on <label> <addr>` lines, and talk HTTP/1.1 or h2c to them.
+
+pub mod grpc;
+
+use std::ffi::OsStr;
+use std::future::IntoFuture;
+use std::io::{BufRead as _, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+pub use nix::sys::signal::Signal;
+use parking_lot::{Condvar, Mutex};
+
+/// How long a process may take to print its listening lines, and the default bound of every await.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Path of a workspace binary built beside the running test executable.
+pub fn bin_path(name: &str) -> PathBuf {
+    let mut path = std::env::current_exe().expect("path of the running test executable");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "run `cargo build --bins` first: {} missing",
+        path.display()
+    );
+    path
+}
+
+/// Starts `knoxy-testbackend` on an ephemeral loopback port.
+pub fn backend() -> Proc {
+    Proc::builder("knoxy-testbackend")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .wait_for(&["backend"])
+        .spawn()
+}
+
+/// The environment Knative's revision controller gives the queue-proxy container (the 12
+/// required variables), with every listener on an ephemeral loopback port.
+pub fn queue_env(user_port: u16) -> Vec<(&'static str, String)> {
+    [
+        ("CONTAINER_CONCURRENCY", "0".to_owned()),
+        ("QUEUE_SERVING_PORT", "0".to_owned()),
+        ("QUEUE_SERVING_TLS_PORT", "0".to_owned()),
+        ("USER_PORT", user_port.to_string()),
+        ("REVISION_TIMEOUT_SECONDS", "300".to_owned()),
+        ("SERVING_LOGGING_CONFIG", String::new()),
+        ("SERVING_LOGGING_LEVEL", String::new()),
+        ("SERVING_NAMESPACE", "default".to_owned()),
+        ("SERVING_CONFIGURATION", "hello".to_owned()),
+        ("SERVING_REVISION", "hello-00001".to_owned()),
+        ("SERVING_POD", "hello-00001-deployment-1".to_owned()),
+        ("SERVING_POD_IP", "127.0.0.1".to_owned()),
+        ("KNOXY_BIND_ADDRESS", "127.0.0.1".to_owned()),
+        ("KNOXY_ADMIN_PORT", "0".to_owned()),
+        ("KNOXY_METRICS_PORT", "0".to_owned()),
+        ("METRICS_PROMETHEUS_PORT", "0".to_owned()),
+        ("KNOXY_CERTS_DIR", "/nonexistent/knoxy-certs".to_owned()),
+    ]
+    .into()
+}
+
+/// `knoxy-queue` in front of `user_port`, as Knative starts it; callers add or override env
+/// (a later `env` wins) and then `spawn`, which waits for the main, admin and metrics ports.
+pub fn queue(user_port: u16) -> ProcBuilder {
+    Proc::builder("knoxy-queue")
+        .envs(queue_env(user_port))
+        .wait_for(&["main", "admin", "metrics"])
+}
+
+/// Lines a child printed so far, filled by the reader threads.
+#[derive(Default)]
+struct Output {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Streams that reached end of file (0 to 2).
+    closed: usize,
+}
+
+impl Output {
+    fn lines(&self) -> impl Iterator<Item = &String> {
+        self.stdout.iter().chain(&self.stderr)
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout.join("\n"),
+            self.stderr.join("\n")
+        )
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    output: Mutex<Output>,
+    changed: Condvar,
+}
+
+/// Configures a process before [`ProcBuilder::spawn`] or [`ProcBuilder::run_to_exit`].
+pub struct ProcBuilder {
+    name: String,
+    command: Command,
+    labels: Vec<String>,
+    startup_timeout: Duration,
+}
+
+impl ProcBuilder {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    /// Adds a variable to the inherited environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn envs<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.command.envs(vars);
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
+    /// Labels whose `listening on <label> <addr>` line [`ProcBuilder::spawn`] waits for.
+    pub fn wait_for(mut self, labels: &[&str]) -> Self {
+        self.labels.extend(labels.iter().map(|l| (*l).to_owned()));
+        self
+    }
+
+    /// Overrides the default 10 s allowed for the listening lines.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Starts the process and waits for every label; panics with its output if it fails to.
+    pub fn spawn(self) -> Proc {
+        let Self {
+            name,
+            mut command,
+            labels,
+            startup_timeout,
+        } = self;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({command:?}): {e}"));
+        let shared = Arc::new(Shared::default());
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        read_lines(stdout, shared.clone(), format!("{name} stdout"), false);
+        read_lines(stderr, shared.clone(), format!("{name} stderr"), true);
+        let mut proc = Proc {
+            name,
+            child,
+            shared,
+            addrs: Vec::new(),
+        };
+        proc.await_labels(&labels, startup_timeout);
+        proc
+    }
+
+    /// Runs a process expected to exit by itself; panics if it is still running after `timeout`.
+    pub fn run_to_exit(self, timeout: Duration) -> (ExitStatus, String, String) {
+        let mut proc = self.spawn();
+        let Some(status) = proc.wait_exit(timeout) else {
+            panic!(
+                "{} still running after {timeout:?}\n{}",
+                proc.name,
+                proc.shared.output.lock().dump()
+            );
+        };
+        (status, proc.stdout_text(), proc.stderr_text())
+    }
+}
+
+/// A running child process; killed when dropped.
+pub struct Proc {
+    name: String,
+    child: Child,
+    shared: Arc<Shared>,
+    addrs: Vec<(String, SocketAddr)>,
+}
+
+impl Proc {
+    /// Starts configuring a workspace binary found by [`bin_path`].
+    pub fn builder(bin: &str) -> ProcBuilder {
+        ProcBuilder {
+            name: bin.to_owned(),
+            command: Command::new(bin_path(bin)),
+            labels: Vec::new(),
+            startup_timeout: TIMEOUT,
+        }
+    }
+
+    /// Runs `bin` with extra environment variables until it exits: (status, stdout, stderr).
+    pub fn run_to_exit(
+        bin: &str,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> (ExitStatus, String, String) {
+        Self::builder(bin)
+            .envs(env.iter().copied())
+            .run_to_exit(timeout)
+    }
+
+    fn await_labels(&mut self, labels: &[String], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut output = self.shared.output.lock();
+        loop {
+            let mut missing = Vec::new();
+            for label in labels {
+                match find_listening(&output, label) {
+                    Some(addr) => {
+                        if !self.addrs.iter().any(|(l, _)| l == label) {
+                            self.addrs.push((label.clone(), addr));
+                        }
+                    }
+                    None => missing.push(format!("`listening on {label} <addr>`")),
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the readers a moment to collect the last lines before reporting them.
+                let _ = self.shared.changed.wait_while_for(
+                    &mut output,
+                    |o| o.closed < 2,
+                    Duration::from_secs(2),
+                );
+                panic!(
+                    "{} exited ({status}) before printing {}\n{}",
+                    self.name,
+                    missing.join(", "),
+                    output.dump()
+                );
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "{} did not print {} within {timeout:?}\n{}",
+                    self.name,
+                    missing.join(", "),
+                    output.dump()
+                );
+            }
+            self.shared
+                .changed
+                .wait_for(&mut output, (deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Address the process printed for `label`.
+    pub fn addr(&self, label: &str) -> SocketAddr {
+        if let Some((_, addr)) = self.addrs.iter().find(|(l, _)| l == label) {
+            return *addr;
+        }
+        let output = self.shared.output.lock();
+        find_listening(&output, label).unwrap_or_else(|| {
+            panic!(
+                "{} printed no `listening on {label} <addr>`\n{}",
+                self.name,
+                output.dump()
+            )
+        })
+    }
+
+    /// `http://<addr of label><path_and_query>`.
+    pub fn url(&self, label: &str, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr(label))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.shared.output.lock().stdout.join("\n")
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.shared.output.lock().stderr.join("\n")
+    }
+
+    /// Waits until a line of stdout or stderr contains `needle`; false on timeout.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut output = self.shared.output.lock();
+        loop {
+            if output.lines().any(|line| line.contains(needle)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || output.closed == 2 {
+                return false;
+            }
+            self.shared.changed.wait_for(&mut output, deadline - now);
+        }
+    }
+
+    /// Sends `signal` (e.g. [`Signal::SIGTERM`]) to the process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in i32");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .unwrap_or_else(|e| panic!("sending {signal} to {}: {e}", self.name));
+    }
+
+    /// Waits for the process to exit and for its output to be fully read; None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name))
+            {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Children of the process may hold the pipes open; don't wait on them for long.
+        let mut output = self.shared.output.lock();
+        let _ = self.shared.changed.wait_while_for(
+            &mut output,
+            |o| o.closed < 2,
+            Duration::from_secs(2),
+        );
+        Some(status)
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Collects lines of one output stream; echoes them to stderr, which the test harness captures.
+fn read_lines(stream: impl Read + Send + 'static, shared: Arc<Shared>, tag: String, is_err: bool) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
+                    eprintln!("[{tag}] {line}");
+                    let mut output = shared.output.lock();
+                    if is_err {
+                        output.stderr.push(line);
+                    } else {
+                        output.stdout.push(line);
+                    }
+                    shared.changed.notify_all();
+                }
+            }
+        }
+        shared.output.lock().closed += 1;
+        shared.changed.notify_all();
+    });
+}
+
+fn find_listening(output: &Output, label: &str) -> Option<SocketAddr> {
+    output.lines().find_map(|line| parse_listening(line, label))
+}
+
+/// Finds `listening on <label> <addr>` anywhere in `line`, e.g. inside a JSON log message.
+pub fn parse_listening(line: &str, label: &str) -> Option<SocketAddr> {
+    let needle = format!("listening on {label} ");
+    line.match_indices(&needle).find_map(|(at, _)| {
+        let rest = &line[at + needle.len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '`'))
+            .unwrap_or(rest.len());
+        let token = rest[..end]
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches([',', ';', '.', ')', '}', '/']);
+        let addr: SocketAddr = token.parse().ok()?;
+        // A wildcard bind is reached through loopback.
+        Some(match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+            }
+            _ => addr,
+        })
+    })
+}
+
+/// Bounds `fut` by [`TIMEOUT`], panicking with `what` when it takes longer.
+pub async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
+    within_for(TIMEOUT, what, fut).await
+}
+
+/// Bounds `fut` by `limit`, panicking with `what` when it takes longer.
+pub async fn within_for<F: IntoFuture>(limit: Duration, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Request body of the client helpers: anything from a literal to a stream.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// Client speaking HTTP/1.1 over plain TCP.
+pub fn http1_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Client speaking HTTP/2 with prior knowledge over plain TCP (h2c).
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A request with no extra headers.
+pub fn request(method: Method, url: &str, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(body)
+        .unwrap_or_else(|e| panic!("building request for {url}: {e}"))
+}
+
+/// Sends `req` and returns the response head, or the client's error; bounded by [`TIMEOUT`].
+pub async fn try_send(
+    client: &HttpClient,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    let what = format!("response head of {} {}", req.method(), req.uri());
+    within(&what, client.request(req)).await
+}
+
+/// Sends `req` and returns the response head; panics on error or timeout.
+pub async fn send(client: &HttpClient, req: Request<Body>) -> Response<Incoming> {
+    let what = format!("{} {}", req.method(), req.uri());
+    try_send(client, req)
+        .await
+        .unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
+}
+
+/// Reads a whole response body; bounded by [`TIMEOUT`].
+pub async fn read_body(response: Response<Incoming>) -> Bytes {
+    within("response body", response.into_body().collect())
+        .await
+        .unwrap_or_else(|e| panic!("reading response body: {e:?}"))
+        .to_bytes()
+}
+
+/// Sends `req` and reads the whole response: (status, headers, body as text).
+pub async fn fetch(client: &HttpClient, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+    let response = send(client, req).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_body(response).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET over HTTP/1.1.
+pub async fn get(url: &str) -> (StatusCode, HeaderMap, String) {
+    fetch(&http1_client(), request(Method::GET, url, empty())).await
+}
+
+/// GET over h2c.
+pub async fn get_h2c(url: &str) -> (StatusCode, HeaderMap, String) {
+    fetch(&h2c_client(), request(Method::GET, url, empty())).await
+}
+
+/// POST over HTTP/1.1.
+pub async fn post(url: &str, body: impl Into<Bytes>) -> (StatusCode, HeaderMap, String) {
+    fetch(&http1_client(), request(Method::POST, url, full(body))).await
+}
+
+/// Parses a JSON body, panicking with the text when it is not JSON.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The backend's `/-/stats` document.
+pub async fn backend_stats(backend: &Proc) -> serde_json::Value {
+    let (status, _, body) = get(&backend.url("backend", "/-/stats")).await;
+    assert_eq!(status, StatusCode::OK, "backend stats: {body}");
+    json(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listening;
+
+    #[test]
+    fn listening_lines_are_found_inside_longer_lines() {
+        let plain = parse_listening("listening on backend 127.0.0.1:8080", "backend");
+        assert_eq!(plain, "127.0.0.1:8080".parse().ok());
+        let json_log = r#"{"level":"info","msg":"listening on admin 127.0.0.1:9000","ts":1}"#;
+        assert_eq!(
+            parse_listening(json_log, "admin"),
+            "127.0.0.1:9000".parse().ok()
+        );
+        let escaped = r#"{"msg":"\"listening on main [::1]:80\""}"#;
+        assert_eq!(parse_listening(escaped, "main"), "[::1]:80".parse().ok());
+    }
+
+    #[test]
+    fn wildcard_addresses_become_loopback_and_other_labels_do_not_match() {
+        let line = "listening on main 0.0.0.0:8012, listening on main-tls 0.0.0.0:8112";
+        assert_eq!(parse_listening(line, "main"), "127.0.0.1:8012".parse().ok());
+        assert_eq!(
+            parse_listening(line, "main-tls"),
+            "127.0.0.1:8112".parse().ok()
+        );
+        assert_eq!(parse_listening(line, "admin"), None);
+        assert_eq!(parse_listening("listening on main soon", "main"), None);
+    }
+}
