@@ -151,6 +151,10 @@ impl Handler {
             .flatten()
             .map(|d| started + d)
             .fold(total, Instant::min);
+        if first <= started {
+            // A zero timeout fails at once, before anything reaches the user container.
+            return guard.respond(text(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_BODY));
+        }
         let mut timer = Box::pin(sleep_until(first));
 
         let h2 = req.version() == Version::HTTP_2;

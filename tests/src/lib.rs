@@ -492,6 +492,40 @@ pub fn request(method: Method, url: &str, body: Body) -> Request<Body> {
         .unwrap_or_else(|e| panic!("building request for {url}: {e}"))
 }
 
+/// A request with the given headers.
+pub fn request_with(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Request<Body> {
+    let mut req = request(method, url, body);
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::header::HeaderName::from_bytes(name.as_bytes()).expect("valid header name"),
+            http::header::HeaderValue::from_str(value).expect("valid header value"),
+        );
+    }
+    req
+}
+
+/// A loopback port nothing listens on (bound once, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Peak resident memory of a process in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
 /// Sends `req` and returns the response head, or the client's error; bounded by [`TIMEOUT`].
 pub async fn try_send(
     client: &HttpClient,
