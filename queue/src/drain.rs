@@ -1,7 +1,7 @@
 //! Drain (contract §7): after SIGTERM or `/wait-for-drain`, health checks answer 503 while
 //! ordinary requests are still served; the drain ends after a quiet period with no arrivals.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,6 +17,17 @@ pub struct Drainer {
     epoch: Instant,
     quiet: Duration,
     terminating: watch::Sender<bool>,
+    /// `/wait-for-drain` calls not answered yet; shutdown waits for them.
+    waiters: AtomicUsize,
+}
+
+/// One `/wait-for-drain` call being served.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drainer {
@@ -27,6 +38,7 @@ impl Drainer {
             epoch: Instant::now(),
             quiet,
             terminating: watch::Sender::new(false),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -75,6 +87,8 @@ impl Drainer {
     /// `/wait-for-drain`: returns at the end of the drain, or after 1 s if no SIGTERM came
     /// (then the drain is reset, so a restarted user container cannot leave the pod unready).
     pub async fn wait_for_drain(&self) {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiter = Waiter(&self.waiters);
         self.begin();
         let mut term = self.terminating.subscribe();
         if timeout(RESET_WITHOUT_TERM, term.wait_for(|t| *t))
@@ -89,11 +103,17 @@ impl Drainer {
         self.quiet().await;
     }
 
+    /// `/wait-for-drain` calls still waiting; the process must not exit before they answer.
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
+    }
+
     /// Sleeps in steps until `check` holds or `limit` passes; true if it held.
     pub async fn poll_until(check: impl Fn() -> bool, step: Duration, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        // `None`: no limit (`Duration::MAX` is past any `Instant`; adding it would panic).
+        let deadline = Instant::now().checked_add(limit);
         while !check() {
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
             sleep(step).await;
@@ -119,6 +139,29 @@ mod tests {
         });
         d.quiet().await;
         assert_eq!(start.elapsed().as_secs(), 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poll_until_without_a_limit_waits_for_the_check() {
+        let start = Instant::now();
+        let held = Drainer::poll_until(
+            || start.elapsed() >= Duration::from_secs(1),
+            Duration::from_millis(20),
+            Duration::MAX,
+        )
+        .await;
+        assert!(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_drain_counts_its_waiters_until_it_returns() {
+        let d = Arc::new(Drainer::new(Duration::from_secs(30)));
+        let d2 = Arc::clone(&d);
+        let waiter = tokio::spawn(async move { d2.wait_for_drain().await });
+        sleep(Duration::from_millis(10)).await;
+        assert_eq!(d.waiters(), 1);
+        waiter.await.expect("the waiter task");
+        assert_eq!(d.waiters(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,8 +18,10 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Go drops).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Go drops);
+/// `Connection` first and `Upgrade` last, as `strip_hop_by_hop` relies on.
+const HOPS: usize = 9;
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     PROXY_CONNECTION,
     KEEP_ALIVE,
@@ -28,6 +30,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 // === Reading ===
@@ -47,6 +50,8 @@ pub struct Scan {
     /// Some header must go before the request is forwarded (hop-by-hop or Knative-internal).
     pub strip: bool,
     pub forwarded: bool,
+    /// Any `X-Forwarded-For`, even empty: the peer is appended to it.
+    pub forwarded_for: bool,
     pub x_forwarded: bool,
     pub upgrade: bool,
 }
@@ -79,9 +84,11 @@ impl Scan {
                 | "transfer-encoding" => s.strip = true,
                 "upgrade" => s.upgrade = true,
                 "forwarded" => s.forwarded = true,
-                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => {
-                    s.x_forwarded |= !value.is_empty()
+                "x-forwarded-for" => {
+                    s.forwarded_for = true;
+                    s.x_forwarded |= !value.is_empty();
                 }
+                "x-forwarded-proto" | "x-forwarded-host" => s.x_forwarded |= !value.is_empty(),
                 _ => {}
             }
         }
@@ -106,13 +113,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, scan: &Scan, peer: &HeaderValue)
             .get_all(header::TE)
             .iter()
             .any(|v| has_token(v, "trailers"));
-        let upgrade = headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(headers);
+        strip_hop_by_hop(headers, scan.upgrade);
         if keep_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        if let Some(upgrade) = upgrade {
-            headers.insert(header::UPGRADE, upgrade);
         }
     }
     if scan.upgrade {
@@ -124,41 +127,70 @@ pub fn rewrite_request(headers: &mut HeaderMap, scan: &Scan, peer: &HeaderValue)
             headers.insert(header::FORWARDED, v);
         }
     }
-    append_forwarded_for(headers, peer);
+    append_forwarded_for(headers, peer, scan.forwarded_for);
 }
 
-/// Removes hop-by-hop headers from a response; a 101 keeps its `Upgrade`.
+/// Removes hop-by-hop headers from a response; a 101 keeps its `Connection` and `Upgrade`.
 pub fn rewrite_response(headers: &mut HeaderMap, switching: bool) {
-    let needs = headers
-        .keys()
-        .any(|n| HOP_BY_HOP.contains(n) || (!switching && n == header::UPGRADE));
-    if !needs {
-        return;
-    }
     if switching {
         headers.remove(header::TRANSFER_ENCODING);
+    } else {
+        strip_hop_by_hop(headers, false);
+    }
+}
+
+/// Removes the hop-by-hop headers present, and the ones `Connection` names, in one pass over
+/// the names (most messages carry at most `Connection: keep-alive`).
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name) {
+            present[i] = true;
+        }
+    }
+    present[HOPS - 1] &= !keep_upgrade;
+    if present[0] {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present[i] {
+            headers.remove(name);
+        }
+    }
+}
+
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "proxy-connection" => 1,
+        "keep-alive" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, present: bool) {
+    if !present {
+        headers.insert(X_FORWARDED_FOR, peer.clone());
         return;
     }
-    strip_hop_by_hop(headers);
-    headers.remove(header::UPGRADE);
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     let mut prior = headers.get_all(X_FORWARDED_FOR).iter();
     let Some(first) = prior.next() else {
         headers.insert(X_FORWARDED_FOR, peer.clone());

@@ -9,7 +9,8 @@
 //! sidecar runs in every pod, so its binary size, start time and memory also argue against
 //! Pingora and `kube`. One thread matches the sidecar's 25m CPU request and needs no locks
 //! across cores; the upstream pool is a LIFO stack of ready HTTP/1.1 connections (no hashing,
-//! no spawned task per request) plus one shared h2c connection.
+//! no spawned task per request) plus one shared h2c connection. The system allocator: mimalloc
+//! measured the same instructions per request here and twice the resident memory.
 
 mod body;
 mod breaker;
@@ -37,9 +38,6 @@ use tokio::time::Instant;
 use config::{Config, MetricsProtocol, ProcessEnv};
 use handler::{Active, Handler, Timeouts};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cfg = match Config::from_env(&ProcessEnv) {
         Ok(cfg) => cfg,
@@ -66,6 +64,18 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config) -> ExitCode {
     let started = Instant::now();
+    // Drain on the first SIGTERM or SIGINT; a second one exits at once (contract §7.1).
+    // Installed before any listener is announced, so no signal finds the default action.
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            log::error!("failed to install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let acceptor = match tls::acceptor(&cfg) {
         Ok(a) => a,
         Err(e) => {
@@ -181,17 +191,6 @@ async fn run(cfg: Config) -> ExitCode {
     }
     tokio::spawn(report_stats(Arc::clone(&stats), started));
 
-    // Drain on the first SIGTERM or SIGINT; a second one exits at once (contract §7.1).
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            log::error!("failed to install signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
@@ -205,10 +204,11 @@ async fn run(cfg: Config) -> ExitCode {
     let finish = async {
         drainer.quiet().await;
         let _ = stop_tx.send(true);
-        // In-flight requests (and tunnels, cut by the revision timeout) finish; the kubelet's
-        // grace period is the backstop, as for Knative's queue.
+        // In-flight requests (and tunnels, cut by the revision timeout) finish, and so do the
+        // `/wait-for-drain` calls ending with the drain; the kubelet's grace period is the
+        // backstop, as for Knative's queue.
         drain::Drainer::poll_until(
-            || active.count() == 0,
+            || active.count() == 0 && drainer.waiters() == 0,
             Duration::from_millis(20),
             Duration::MAX,
         )
