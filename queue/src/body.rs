@@ -161,6 +161,12 @@ impl ProxyBody {
                 continue;
             }
             // The status is already sent: append the timeout and end the response (contract §5).
+            let which = if now >= *this.total {
+                "Request timeout"
+            } else {
+                "Idle timeout"
+            };
+            crate::log::warning!("{which} after the response started");
             *this.done = true;
             *this.lease = None;
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(

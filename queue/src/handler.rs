@@ -15,6 +15,7 @@ use crate::body::{Body, TIMEOUT_BODY};
 use crate::breaker::{Breaker, Ticket};
 use crate::drain::Drainer;
 use crate::headers::{self, Scan, K_NETWORK_HASH, K_ORIGINAL_HOST};
+use crate::log;
 use crate::readiness::Readiness;
 use crate::stats::{InFlight, Stats};
 use crate::upstream::{Lease, Upstream};
@@ -38,6 +39,21 @@ pub struct Timeouts {
     pub total: Duration,
     pub response_start: Option<Duration>,
     pub idle: Option<Duration>,
+}
+
+impl Timeouts {
+    /// The 504 for a timer that fired `after` the request entered, logged as Knative logs it.
+    fn expired(&self, after: Duration) -> Response<Body> {
+        let which = if Some(after) == self.response_start {
+            "Response start timeout"
+        } else if after == self.total {
+            "Request timeout"
+        } else {
+            "Idle timeout"
+        };
+        log::warning!("{which}: {after:?}");
+        text(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_BODY)
+    }
 }
 
 /// Requests (and tunnels) in flight on every listener; shutdown waits for zero.
@@ -153,7 +169,7 @@ impl Handler {
             .fold(total, Instant::min);
         if first <= started {
             // A zero timeout fails at once, before anything reaches the user container.
-            return guard.respond(text(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_BODY));
+            return guard.respond(t.expired(first - started));
         }
         let mut timer = Box::pin(sleep_until(first));
 
@@ -178,7 +194,7 @@ impl Handler {
         let result = tokio::select! {
             biased;
             r = exchange => r,
-            _ = timer.as_mut() => return guard.respond(text(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_BODY)),
+            _ = timer.as_mut() => return guard.respond(t.expired(first - started)),
         };
         let (mut response, lease) = match result {
             Ok(r) => r,

@@ -1,13 +1,19 @@
 //! One attempt of one probe against the user container: TCP connect, HTTP GET, or gRPC health.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::spec::{Handler, Scheme};
 
@@ -22,8 +28,10 @@ pub enum ProbeError {
     Status(u16),
     #[error("HTTP probe failed: {0}")]
     Http(#[from] hyper::Error),
-    #[error("HTTPS readiness probes are not supported by knoxy-queue")]
-    Https,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    #[error("invalid probe request: {0}")]
+    Request(#[from] http::Error),
     #[error("gRPC probe failed: {0}")]
     Grpc(String),
 }
@@ -32,30 +40,28 @@ pub async fn attempt(handler: &Handler, http2_auto: bool) -> Result<(), ProbeErr
     match handler {
         Handler::Tcp { host, port } => dial(host, *port).await.map(drop),
         Handler::Http {
-            scheme: Scheme::Https,
-            ..
-        } => Err(ProbeError::Https),
-        Handler::Http {
-            scheme: Scheme::Http,
+            scheme,
             host,
             port,
             path,
             headers,
         } => {
-            let uri = format!("/{}", path.trim_start_matches('/'));
-            let authority = format!("{host}:{port}");
+            let target = Target {
+                scheme: *scheme,
+                host,
+                port: *port,
+                uri: format!("/{}", path.trim_start_matches('/')),
+            };
             if http2_auto {
-                // Try h2c with only the UA; if it answers, send the real probe over h2c (contract §6.3).
-                if let Ok(status) = http_get(host, *port, true, &authority, &uri, &[]).await {
+                // Try HTTP/2 with only the UA; if it answers, send the real probe over HTTP/2 (contract §6.3).
+                if let Ok(status) = target.get(true, &[]).await {
                     if is_ready(status) {
-                        return expect_ready(
-                            http_get(host, *port, true, &authority, &uri, headers).await?,
-                        );
+                        return expect_ready(target.get(true, headers).await?);
                     }
                 }
-                return expect_ready(http_get(host, *port, false, &authority, &uri, &[]).await?);
+                return expect_ready(target.get(false, &[]).await?);
             }
-            expect_ready(http_get(host, *port, false, &authority, &uri, headers).await?)
+            expect_ready(target.get(false, headers).await?)
         }
         Handler::Grpc { port, service } => grpc_health(*port, service).await,
     }
@@ -80,46 +86,145 @@ async fn dial(host: &str, port: u16) -> Result<TcpStream, ProbeError> {
         .map_err(|source| ProbeError::Dial { addr, source })
 }
 
-/// One GET on a fresh connection (Knative's probe transport disables keep-alive).
-async fn http_get(
-    host: &str,
+/// Where an `httpGet` probe goes.
+struct Target<'a> {
+    scheme: Scheme,
+    host: &'a str,
     port: u16,
-    h2: bool,
-    authority: &str,
-    uri: &str,
-    headers: &[(String, String)],
-) -> Result<StatusCode, ProbeError> {
-    let io = TokioIo::new(dial(host, port).await?);
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .header(header::USER_AGENT, PROBE_USER_AGENT);
-    for (name, value) in headers {
-        req = req.header(name.as_str(), value.as_str());
+    uri: String,
+}
+
+impl Target<'_> {
+    /// One GET on a fresh connection (Knative's probe transport disables keep-alive).
+    async fn get(&self, h2: bool, headers: &[(String, String)]) -> Result<StatusCode, ProbeError> {
+        let tcp = dial(self.host, self.port).await?;
+        match self.scheme {
+            Scheme::Http => self.get_over(TokioIo::new(tcp), h2, headers).await,
+            Scheme::Https => {
+                let tls = tls_connect(self.host, tcp, h2).await?;
+                self.get_over(TokioIo::new(tls), h2, headers).await
+            }
+        }
     }
-    req = req.header(header::ACCEPT_ENCODING, "gzip");
-    let empty = Full::new(Bytes::new());
-    let response = if h2 {
-        let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        let req = req
-            .uri(format!("http://{authority}{uri}"))
-            .body(empty)
-            .map_err(|e| ProbeError::Grpc(e.to_string()))?;
-        send.send_request(req).await?
+
+    async fn get_over<IO>(
+        &self,
+        io: IO,
+        h2: bool,
+        headers: &[(String, String)],
+    ) -> Result<StatusCode, ProbeError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let authority = format!("{}:{}", self.host, self.port);
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .header(header::USER_AGENT, PROBE_USER_AGENT);
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        req = req.header(header::ACCEPT_ENCODING, "gzip");
+        let empty = Full::new(Bytes::new());
+        let response = if h2 {
+            let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            let scheme = if self.scheme == Scheme::Https {
+                "https"
+            } else {
+                "http"
+            };
+            let req = req
+                .uri(format!("{scheme}://{authority}{}", self.uri))
+                .body(empty)?;
+            send.send_request(req).await?
+        } else {
+            let (mut send, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            let req = req
+                .uri(self.uri.as_str())
+                .header(header::HOST, authority)
+                .header(header::CONNECTION, "close")
+                .body(empty)?;
+            send.send_request(req).await?
+        };
+        let status = response.status();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
+}
+
+/// TLS for HTTPS probes. Like the kubelet, the probe checks that the app answers, not who it
+/// is, so the certificate is not verified.
+async fn tls_connect(
+    host: &str,
+    tcp: TcpStream,
+    h2: bool,
+) -> Result<TlsStream<TcpStream>, ProbeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProbeError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
     } else {
-        let (mut send, conn) = http1::handshake(io).await?;
-        tokio::spawn(conn);
-        let req = req
-            .uri(uri)
-            .header(header::HOST, authority)
-            .header(header::CONNECTION, "close")
-            .body(empty)
-            .map_err(|e| ProbeError::Grpc(e.to_string()))?;
-        send.send_request(req).await?
-    };
-    let status = response.status();
-    response.into_body().collect().await?;
-    Ok(status)
+        b"http/1.1".to_vec()
+    }];
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| ProbeError::Tls(e.to_string()))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ProbeError::Tls(e.to_string()))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// `grpc.health.v1.Health/Check` over h2c; passes only on `SERVING`.
@@ -135,8 +240,7 @@ async fn grpc_health(port: u16, service: &str) -> Result<(), ProbeError> {
         .header(header::CONTENT_TYPE, "application/grpc")
         .header(header::TE, "trailers")
         .header(header::USER_AGENT, PROBE_USER_AGENT)
-        .body(Full::new(grpc_frame(&health_request(service))))
-        .map_err(|e| ProbeError::Grpc(e.to_string()))?;
+        .body(Full::new(grpc_frame(&health_request(service))))?;
     let response = send.send_request(req).await?;
     if response.status() != StatusCode::OK {
         return Err(ProbeError::Grpc(format!(
