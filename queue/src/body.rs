@@ -127,6 +127,9 @@ impl ProxyBody {
         }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.guard.sent(data.len());
+                }
                 if this.idle.is_some() {
                     *this.last_write = Instant::now();
                 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::readiness::spec::{self, ProbeSpec};
+use crate::requestlog::{Template, DEFAULT_TEMPLATE};
 
 // === Variables and their defaults ===
 
@@ -116,6 +117,7 @@ pub struct Config {
     pub configuration: String,
     pub revision: String,
     pub pod: String,
+    pub pod_ip: String,
 
     /// `CONTAINER_CONCURRENCY`; 0 or less means no breaker.
     pub container_concurrency: i64,
@@ -144,6 +146,15 @@ pub struct Config {
     pub log_level: String,
     pub metrics_protocol: MetricsProtocol,
     pub tracing_protocol: String,
+    pub request_log: Option<RequestLogConfig>,
+}
+
+/// The request log, when `enableRequestLog` is on (contract §10).
+#[derive(Debug, Clone)]
+pub struct RequestLogConfig {
+    pub template: Template,
+    /// `enableProbeRequestLog`: probes are logged too.
+    pub probes: bool,
 }
 
 impl Config {
@@ -223,6 +234,7 @@ impl Config {
             configuration: string("SERVING_CONFIGURATION"),
             revision: string("SERVING_REVISION"),
             pod: string("SERVING_POD"),
+            pod_ip: string("SERVING_POD_IP"),
             container_concurrency,
             serving_port,
             tls_port,
@@ -248,6 +260,7 @@ impl Config {
             log_level,
             metrics_protocol: observability.0,
             tracing_protocol: observability.1,
+            request_log: observability.2,
         })
     }
 }
@@ -363,8 +376,8 @@ impl<E: Env> Parser<'_, E> {
         }
     }
 
-    fn observability(&mut self) -> (MetricsProtocol, String) {
-        let defaults = (MetricsProtocol::None, "none".to_owned());
+    fn observability(&mut self) -> (MetricsProtocol, String, Option<RequestLogConfig>) {
+        let defaults = (MetricsProtocol::None, "none".to_owned(), None);
         let Some(value) = self
             .env
             .get("OBSERVABILITY_CONFIG")
@@ -408,7 +421,26 @@ impl<E: Env> Parser<'_, E> {
                 "none".to_owned()
             }
         };
-        (metrics, tracing)
+        // Logged only when enabled and the template is non-empty (`main.go`).
+        let template = parsed
+            .request_log_template
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+        let request_log = match Template::parse(&template) {
+            _ if !parsed.enable_request_log || template.is_empty() => None,
+            Ok(template) => Some(RequestLogConfig {
+                template,
+                probes: parsed.enable_probe_request_log,
+            }),
+            Err(e) => {
+                self.invalid(
+                    "OBSERVABILITY_CONFIG",
+                    &value,
+                    format!("requestLogTemplate: {e}"),
+                );
+                None
+            }
+        };
+        (metrics, tracing, request_log)
     }
 
     /// `SERVING_LOGGING_LEVEL`, else the `level` of the zap config, else info.
@@ -445,6 +477,9 @@ impl<E: Env> Parser<'_, E> {
 struct Observability {
     tracing: Protocol,
     request_metrics: Protocol,
+    enable_request_log: bool,
+    request_log_template: Option<String>,
+    enable_probe_request_log: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

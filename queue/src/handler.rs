@@ -2,12 +2,14 @@
 //! answer probes → note the arrival (drain) → count (stats) → throttle (breaker)
 //! → forward under the revision's timeouts → record.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::{sleep_until, Instant};
 
@@ -17,6 +19,7 @@ use crate::drain::Drainer;
 use crate::headers::{self, Scan, K_NETWORK_HASH, K_ORIGINAL_HOST};
 use crate::log;
 use crate::readiness::Readiness;
+use crate::requestlog::{Entry, RequestLog};
 use crate::stats::{InFlight, Stats};
 use crate::upstream::{Lease, Upstream};
 use crate::usermetrics::{Record, UserMetrics};
@@ -31,6 +34,7 @@ pub struct Handler {
     pub upstream: Arc<Upstream>,
     pub active: Arc<Active>,
     pub metrics: Option<Arc<UserMetrics>>,
+    pub request_log: Option<Arc<RequestLog>>,
     pub timeouts: Timeouts,
 }
 
@@ -66,6 +70,7 @@ pub struct Guard {
     _stats: Option<InFlight>,
     _ticket: Option<Ticket>,
     record: Option<Record>,
+    log: Option<Entry>,
 }
 
 struct ActiveRef(Arc<Active>);
@@ -74,6 +79,7 @@ struct ActiveRef(Arc<Active>);
 pub struct Conn {
     /// The peer's IP, formatted once for `X-Forwarded-For`.
     pub peer: HeaderValue,
+    pub remote: SocketAddr,
     pub tls: bool,
 }
 
@@ -82,7 +88,16 @@ pub struct Conn {
 impl Handler {
     pub async fn serve(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         let scan = Scan::of(req.headers());
+        let log = self
+            .request_log
+            .as_ref()
+            .filter(|l| l.probes || !scan.is_probe())
+            .map(|l| l.start(&req, &conn.remote.to_string()));
         if let Some(answer) = self.answer(&scan, req.headers()).await {
+            if let Some(mut entry) = log {
+                entry.status = answer.status().as_u16();
+                entry.size = answer.body().size_hint().exact().unwrap_or(0);
+            }
             return answer;
         }
         self.drainer.arrival();
@@ -94,6 +109,7 @@ impl Handler {
             _stats: (!scan.kubelet_probe).then(|| self.stats.enter(scan.from_activator)),
             _ticket: None,
             record: None,
+            log,
         };
         if let Some(metrics) = self.metrics.as_ref().filter(|_| !scan.is_probe()) {
             guard.record = Some(metrics.start(&req, conn.tls));
@@ -203,9 +219,7 @@ impl Handler {
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::rewrite_response(response.headers_mut(), switching);
-        if let Some(record) = guard.record.as_mut() {
-            record.status = response.status();
-        }
+        guard.status(response.status());
         if switching {
             if let Some(client) = client_upgrade {
                 let upstream = hyper::upgrade::on(&mut response);
@@ -285,11 +299,29 @@ async fn tunnel(
 impl Guard {
     /// Finishes the request with the queue's own response.
     fn respond(mut self, response: Response<Body>) -> Response<Body> {
-        if let Some(record) = self.record.as_mut() {
-            record.status = response.status();
+        self.status(response.status());
+        if let Some(entry) = self.log.as_mut() {
+            entry.size = response.body().size_hint().exact().unwrap_or(0);
         }
         drop(self);
         response
+    }
+
+    fn status(&mut self, status: StatusCode) {
+        if let Some(record) = self.record.as_mut() {
+            record.status = status;
+        }
+        if let Some(entry) = self.log.as_mut() {
+            entry.status = status.as_u16();
+        }
+    }
+
+    /// Body bytes relayed to the client (for the request log).
+    #[inline]
+    pub fn sent(&mut self, bytes: usize) {
+        if let Some(entry) = self.log.as_mut() {
+            entry.size += bytes as u64;
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod handler;
 mod headers;
 mod log;
 mod readiness;
+mod requestlog;
 mod server;
 mod stats;
 mod tls;
@@ -118,6 +119,17 @@ async fn run(cfg: Config) -> ExitCode {
         ),
         active: Arc::clone(&active),
         metrics: metrics.clone(),
+        request_log: cfg.request_log.clone().map(|l| {
+            let revision = requestlog::Revision {
+                name: cfg.revision.clone(),
+                namespace: cfg.namespace.clone(),
+                service: cfg.service.clone(),
+                configuration: cfg.configuration.clone(),
+                pod_name: cfg.pod.clone(),
+                pod_ip: cfg.pod_ip.clone(),
+            };
+            requestlog::RequestLog::new(l.template, revision, l.probes)
+        }),
         timeouts: Timeouts {
             total: cfg.revision_timeout,
             response_start: cfg.response_start_timeout,

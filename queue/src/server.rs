@@ -126,9 +126,10 @@ pub async fn serve_main<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let remote = peer;
     let peer =
         HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
-    let ctx = Arc::new((handler, Conn { peer, tls }));
+    let ctx = Arc::new((handler, Conn { peer, remote, tls }));
     let svc = service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(ctx.0.serve(&ctx.1, req).await) }
