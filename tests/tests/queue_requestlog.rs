@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use knoxy_tests::{backend, empty, fetch, http1_client, queue, request_with, Proc};
+use knoxy_tests::{backend, empty, fetch, http1_client, queue, queue_env, request_with, Proc};
 use serde_json::Value;
 
 /// The request-log lines printed so far (the JSON lines that are not zap process logs).
@@ -103,12 +103,12 @@ async fn custom_templates_and_probe_logging() {
 
 #[tokio::test]
 async fn an_invalid_template_is_a_start_up_error() {
-    let (status, _, stderr) = queue(1)
+    let (status, _, stderr) = Proc::builder("knoxy-queue")
+        .envs(queue_env(1))
         .env(
             "OBSERVABILITY_CONFIG",
             r#"{"enableRequestLog":true,"requestLogTemplate":"{{.Request.Method"}"#,
         )
-        .wait_for(&[])
         .run_to_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
     assert!(
