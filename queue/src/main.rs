@@ -138,30 +138,30 @@ async fn run(cfg: Config) -> ExitCode {
     });
 
     let (stop_tx, stop) = watch::channel(false);
-    let builder = server::main_builder();
+    let engines = server::Engines::new();
     announce("main", &listeners.main);
     {
-        let (handler, builder) = (Arc::clone(&handler), Arc::clone(&builder));
+        let (handler, engines) = (Arc::clone(&handler), Arc::clone(&engines));
         server::accept_loop(listeners.main, stop.clone(), move |stream, peer| {
-            tokio::spawn(server::serve_main(
+            tokio::spawn(server::serve_plain(
                 stream,
                 peer,
-                false,
                 Arc::clone(&handler),
-                Arc::clone(&builder),
+                Arc::clone(&engines),
             ));
         });
     }
     if let (Some(listener), Some(acceptor)) = (listeners.tls, acceptor) {
         announce("tls", &listener);
-        let (handler, builder) = (Arc::clone(&handler), Arc::clone(&builder));
+        let (handler, engines) = (Arc::clone(&handler), Arc::clone(&engines));
         server::accept_loop(listener, stop.clone(), move |stream, peer| {
+            let (handler, engines) = (Arc::clone(&handler), Arc::clone(&engines));
             tokio::spawn(server::serve_tls(
                 stream,
                 peer,
                 acceptor.clone(),
-                Arc::clone(&handler),
-                Arc::clone(&builder),
+                handler,
+                engines,
             ));
         });
     }

@@ -342,11 +342,8 @@ async fn a_header_block_of_1_mib_passes_and_one_well_past_1_mib_plus_4096_bytes_
     assert_still_serving(&q, "oversized headers").await;
 }
 
-/// Go answers 431 once the head passes 1 MiB + 4096 bytes (1 052 672); knoxy-queue's hyper
-/// limit is its read buffer (1 MiB + 12 KiB), checked only between reads, so heads of up to
-/// about 1.1 MB still get 200 depending on how the bytes arrive.
+/// Go answers 431 once the head passes 1 MiB + 4096 bytes (1 052 672).
 #[tokio::test]
-#[ignore = "knoxy-queue bug: the 431 limit is about 1.06-1.1 MB and depends on read sizes"]
 async fn a_header_block_just_past_1_mib_plus_4096_bytes_gets_431() {
     let b = backend();
     let q = queue(port(&b)).spawn();
@@ -373,7 +370,6 @@ async fn a_500_kb_header_past_hyper_default_buffer_still_passes() {
 
 /// Go limits only the bytes of a head, not the number of its fields.
 #[tokio::test]
-#[ignore = "knoxy-queue bug: hyper's default limit of 100 header fields answers 431"]
 async fn a_request_with_150_header_fields_passes() {
     let b = backend();
     let q = queue(port(&b)).spawn();
