@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::readiness::spec::{self, ProbeSpec};
 use crate::requestlog::{Template, DEFAULT_TEMPLATE};
+use crate::tls;
 
 // === Variables and their defaults ===
 
@@ -142,6 +143,12 @@ pub struct Config {
     pub certs_dir: PathBuf,
     pub tls_min: TlsVersion,
     pub tls_max: TlsVersion,
+    /// `QUEUE_PROXY_TLS_CIPHER_SUITES`, when set: the TLS 1.2 suites allowed.
+    pub tls_cipher_suites: Option<Vec<rustls::SupportedCipherSuite>>,
+    /// `QUEUE_PROXY_TLS_CURVE_PREFERENCES`, when set, in preference order.
+    pub tls_curves: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+    /// Names Go knows but Knoxy's TLS library does not implement (warned about at start).
+    pub tls_unsupported: Vec<String>,
 
     pub log_level: String,
     pub metrics_protocol: MetricsProtocol,
@@ -214,6 +221,17 @@ impl Config {
                 "must not be below QUEUE_PROXY_TLS_MIN_VERSION",
             );
         }
+        let mut tls_unsupported = Vec::new();
+        let tls_cipher_suites = p.tls_list(
+            "QUEUE_PROXY_TLS_CIPHER_SUITES",
+            tls::cipher_suite,
+            &mut tls_unsupported,
+        );
+        let tls_curves = p.tls_list(
+            "QUEUE_PROXY_TLS_CURVE_PREFERENCES",
+            tls::curve,
+            &mut tls_unsupported,
+        );
         let observability = p.observability();
         let user_metrics_port = p.port("METRICS_PROMETHEUS_PORT", DEFAULT_USER_METRICS_PORT);
         let admin_port = p.port("KNOXY_ADMIN_PORT", DEFAULT_ADMIN_PORT);
@@ -257,6 +275,9 @@ impl Config {
                 .into(),
             tls_min,
             tls_max,
+            tls_cipher_suites,
+            tls_curves,
+            tls_unsupported,
             log_level,
             metrics_protocol: observability.0,
             tracing_protocol: observability.1,
@@ -337,6 +358,30 @@ impl<E: Env> Parser<'_, E> {
             self.invalid(name, &value, "expected a duration such as 30s or 500ms");
         }
         parsed
+    }
+
+    /// A comma-separated list of Go TLS names; unknown names are errors, known but
+    /// unimplemented ones are set aside.
+    fn tls_list<T>(
+        &mut self,
+        name: &'static str,
+        lookup: fn(&str) -> Result<tls::Named<T>, String>,
+        unsupported: &mut Vec<String>,
+    ) -> Option<Vec<T>> {
+        let value = self.env.get(name).filter(|v| !v.trim().is_empty())?;
+        let (mut out, errors) = (Vec::new(), self.errors.len());
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match lookup(item) {
+                Ok(tls::Named::Supported(v)) => out.push(v),
+                Ok(tls::Named::Unsupported) => unsupported.push(item.to_owned()),
+                Err(e) => self.invalid(name, &value, e),
+            }
+        }
+        if out.is_empty() && self.errors.len() == errors {
+            self.invalid(name, &value, "none of these is supported by knoxy-queue");
+            return None;
+        }
+        Some(out)
     }
 
     fn tls_version(&mut self, name: &'static str, default: TlsVersion) -> TlsVersion {

@@ -42,6 +42,10 @@ impl Drainer {
         }
     }
 
+    pub fn quiet_period(&self) -> Duration {
+        self.quiet
+    }
+
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

@@ -44,7 +44,20 @@ pub fn acceptor(cfg: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
         (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
         _ => &[&rustls::version::TLS13],
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = &cfg.tls_cipher_suites {
+        // Like Go, the list restricts TLS 1.2 only; TLS 1.3 suites stay as they are.
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13 || suites.contains(s));
+    }
+    if let Some(groups) = &cfg.tls_curves {
+        provider.kx_groups.clone_from(groups);
+    }
+    for name in &cfg.tls_unsupported {
+        log::warning!("{name} is not supported by knoxy-queue's TLS library and is left out");
+    }
+    let provider = Arc::new(provider);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Load(e.to_string()))?
@@ -118,4 +131,63 @@ fn load(crt: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Vec<u8>), String> 
         Arc::new(CertifiedKey::new(chain, signing)),
         [crt_pem, key_pem].concat(),
     ))
+}
+
+// === Names in Knative's QUEUE_PROXY_TLS_* variables (Go's crypto/tls names) ===
+
+/// One name of `QUEUE_PROXY_TLS_CIPHER_SUITES` or `_CURVE_PREFERENCES`.
+pub enum Named<T> {
+    Supported(T),
+    /// Known to Go but not implemented here (legacy CBC/RSA suites, P-521, ML-KEM): skipped.
+    Unsupported,
+}
+
+/// A Go cipher-suite name; `Err` for a name Go does not know either.
+pub fn cipher_suite(name: &str) -> Result<Named<rustls::SupportedCipherSuite>, String> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    Ok(Named::Supported(match name {
+        "TLS_AES_128_GCM_SHA256" => cs::TLS13_AES_128_GCM_SHA256,
+        "TLS_AES_256_GCM_SHA384" => cs::TLS13_AES_256_GCM_SHA384,
+        "TLS_CHACHA20_POLY1305_SHA256" => cs::TLS13_CHACHA20_POLY1305_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+        | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" => {
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_RSA_WITH_RC4_128_SHA"
+        | "TLS_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_RSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_RSA_WITH_AES_128_GCM_SHA256"
+        | "TLS_RSA_WITH_AES_256_GCM_SHA384"
+        | "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_RC4_128_SHA"
+        | "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"
+        | "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"
+        | "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"
+        | "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256" => return Ok(Named::Unsupported),
+        other => return Err(format!("unknown cipher suite {other:?}")),
+    }))
+}
+
+/// A Go curve name (`CurveP256` or `P-256` style); `Err` for a name Go does not know.
+pub fn curve(name: &str) -> Result<Named<&'static dyn rustls::crypto::SupportedKxGroup>, String> {
+    use rustls::crypto::ring::kx_group;
+    Ok(Named::Supported(match name {
+        "X25519" => kx_group::X25519,
+        "CurveP256" | "P-256" => kx_group::SECP256R1,
+        "CurveP384" | "P-384" => kx_group::SECP384R1,
+        "CurveP521" | "P-521" | "X25519MLKEM768" => return Ok(Named::Unsupported),
+        other => return Err(format!("unknown curve {other:?}")),
+    }))
 }

@@ -136,3 +136,39 @@ fn durations() {
     assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
     assert_eq!(parse_duration("soon"), None);
 }
+
+#[test]
+fn tls_names_follow_go_and_unimplemented_ones_are_set_aside() {
+    let cfg = Config::from_env(&env(&[
+        (
+            "QUEUE_PROXY_TLS_CIPHER_SUITES",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_CBC_SHA",
+        ),
+        (
+            "QUEUE_PROXY_TLS_CURVE_PREFERENCES",
+            "X25519,CurveP521,P-256",
+        ),
+    ]))
+    .expect("valid");
+    assert_eq!(cfg.tls_cipher_suites.map(|s| s.len()), Some(1));
+    assert_eq!(cfg.tls_curves.map(|c| c.len()), Some(2));
+    assert_eq!(
+        cfg.tls_unsupported,
+        ["TLS_RSA_WITH_AES_128_CBC_SHA", "CurveP521"]
+    );
+    let errs = errors(&[
+        ("QUEUE_PROXY_TLS_CIPHER_SUITES", "TLS_NOPE"),
+        ("QUEUE_PROXY_TLS_CURVE_PREFERENCES", "P-521"),
+    ]);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].contains("unknown cipher suite \"TLS_NOPE\""),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("none of these is supported"),
+        "{}",
+        errs[1]
+    );
+}
