@@ -3,14 +3,30 @@
 //! Knative's revision controller runs it beside every user container with the same env vars,
 //! ports, probes, drain and metrics as its own queue-proxy (`shared/contracts/queue-proxy.md`).
 //!
-//! HTTP stack, chosen by measurement (`bench/queue.sh`, `shared/notes/pingora-cost.md`): plain
-//! hyper 1.x on a single-threaded tokio runtime, with our own upstream pool. A minimal
-//! Pingora proxy costs ~1.5× HAProxy's CPU per request here while hyper costs ~1.1×, and a
-//! sidecar runs in every pod, so its binary size, start time and memory also argue against
-//! Pingora and `kube`. One thread matches the sidecar's 25m CPU request and needs no locks
-//! across cores; the upstream pool is a LIFO stack of ready HTTP/1.1 connections (no hashing,
-//! no spawned task per request) plus one shared h2c connection. The system allocator: mimalloc
-//! measured the same instructions per request here and twice the resident memory.
+//! HTTP stack, chosen by measurement (`bench/queue.sh`, `bench/queue-instructions.sh`,
+//! `shared/notes/pingora-cost.md`): plain hyper 1.x on a single-threaded tokio runtime, with
+//! our own upstream pool. A minimal Pingora proxy costs ~1.5× HAProxy's CPU per request here
+//! while hyper costs ~1.1×, and a sidecar runs in every pod, so its binary size, start time and
+//! memory also argue against Pingora and `kube`. One thread matches the sidecar's 25m CPU
+//! request and needs no locks across cores; the upstream pool is a FIFO of ready HTTP/1.1
+//! connections (no hashing, no spawned task per request) plus one shared h2c connection.
+//! The system allocator: mimalloc measured the same instructions per request here and twice
+//! the resident memory.
+//!
+//! Where Knoxy differs from the Go queue-proxy, on purpose:
+//! - `:9090/metrics` answers Prometheus text when the client asks for `text/plain` (and not
+//!   for protobuf); the autoscaler always asks for protobuf and gets it.
+//! - OTLP export of user metrics and traces (`grpc`, `http/protobuf`, `stdout`) is accepted
+//!   but not performed (a warning at start); `traceparent`, `baggage` and B3 headers pass
+//!   through unchanged, as with Knative's default tracing `none`. No pprof port (Go-only).
+//! - `Upgrade: h2c` on HTTP/1.1 is not offered (Go's answer to it is a 502 anyway);
+//!   prior-knowledge h2c and h2 over TLS are.
+//! - Request heads are limited to Go's 1 MiB + 4096 bytes and to 1000 fields (Go counts
+//!   bytes only); upstream response heads to hyper's 100 fields.
+//! - HTTP/1 request bodies are always read while responding (`ENABLE_HTTP_FULL_DUPLEX` is
+//!   validated and needs nothing more).
+//! - Knoxy-only overrides, for many instances on one host: `KNOXY_BIND_ADDRESS`,
+//!   `KNOXY_ADMIN_PORT`, `KNOXY_METRICS_PORT`, `KNOXY_DRAIN_QUIET_PERIOD`, `KNOXY_CERTS_DIR`.
 
 mod app;
 mod body;
