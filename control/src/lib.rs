@@ -1,0 +1,12 @@
+//! Knoxy's control plane as a library: the Kubernetes-shaped objects Knative writes
+//! (`KIngress`, `Service`, `EndpointSlice`, `Secret`), and the pure derivation of the route
+//! table the gateway serves from them (`shared/contracts/ingress-activator.md`).
+//!
+//! So far: the KIngress types as Knative serializes them, the probe hash Knative's prober
+//! compares (§3.2), and the webhook's defaulting and validation (§1.3).
+
+#![forbid(unsafe_code)]
+
+pub mod kingress;
+pub mod probe_hash;
+pub mod validate;
