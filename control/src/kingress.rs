@@ -28,9 +28,18 @@ pub struct ObjectMeta {
     #[serde(default)]
     pub namespace: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: i64,
+}
+
+impl ObjectMeta {
+    /// `namespace/name`, the key objects are stored and referred to by.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,11 +143,16 @@ impl Default for IntOrString {
 impl KIngress {
     /// Whether Knoxy owns this KIngress: the class annotation is exactly Knoxy's.
     pub fn is_knoxy(&self) -> bool {
+        self.has_class(KNOXY_INGRESS_CLASS)
+    }
+
+    /// Whether the class annotation is exactly `class` (absent or different: not ours).
+    pub fn has_class(&self, class: &str) -> bool {
         self.metadata
             .annotations
             .get(INGRESS_CLASS_ANNOTATION)
             .map(String::as_str)
-            == Some(KNOXY_INGRESS_CLASS)
+            == Some(class)
     }
 }
 

@@ -3,10 +3,13 @@
 //! table the gateway serves from them (`shared/contracts/ingress-activator.md`).
 //!
 //! So far: the KIngress types as Knative serializes them, the probe hash Knative's prober
-//! compares (§3.2), and the webhook's defaulting and validation (§1.3).
+//! compares (§3.2), the webhook's defaulting and validation (§1.3), and `derive`.
 
 #![forbid(unsafe_code)]
 
+pub mod derive;
+pub mod k8s;
 pub mod kingress;
 pub mod probe_hash;
+pub mod route;
 pub mod validate;

@@ -1,0 +1,509 @@
+//! Table tests of `derive`: objects in, routes out; each case changes one thing.
+
+use serde_json::json;
+
+use super::*;
+use crate::route::HostTable;
+
+// === Builders (they speak KIngress) ===
+
+fn ingress(ns: &str, name: &str, spec: serde_json::Value) -> KIngress {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns,
+                     "annotations": {"networking.knative.dev/ingress.class": KNOXY_INGRESS_CLASS}},
+        "spec": spec,
+    }))
+    .expect("a KIngress")
+}
+
+fn rule(hosts: &[&str], visibility: &str, paths: serde_json::Value) -> serde_json::Value {
+    json!({"hosts": hosts, "visibility": visibility, "http": {"paths": paths}})
+}
+
+fn split(service: &str, port: serde_json::Value, percent: i64) -> serde_json::Value {
+    json!({"serviceNamespace": "default", "serviceName": service, "servicePort": port, "percent": percent,
+           "appendHeaders": {"Knative-Serving-Revision": service, "Knative-Serving-Namespace": "default"}})
+}
+
+/// A revision's public Service (`http` 80 → 8012, or `http2` 81 → 8013) with ready pods.
+fn revision(name: &str, h2c: bool, ips: &[&str]) -> (Service, EndpointSlice) {
+    let (port_name, port, target) = if h2c {
+        ("http2", 81, 8013)
+    } else {
+        ("http", 80, 8012)
+    };
+    let service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": port_name, "port": port, "targetPort": target}]},
+    }))
+    .expect("a Service");
+    let slice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-abcde"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        "ports": [{"name": port_name, "port": target}],
+    }))
+    .expect("an EndpointSlice");
+    (service, slice)
+}
+
+fn snapshot(ingresses: Vec<KIngress>, revisions: Vec<(Service, EndpointSlice)>) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for i in ingresses {
+        snap.ingresses.insert(i.metadata.key(), i);
+    }
+    for (svc, slice) in revisions {
+        snap.services.insert(svc.metadata.key(), svc);
+        snap.endpoint_slices.insert(slice.metadata.key(), slice);
+    }
+    snap
+}
+
+fn only_route<'t>(table: &'t HostTable, host: &str) -> &'t Route {
+    let vhost = table
+        .find(host)
+        .unwrap_or_else(|| panic!("{host} is served"));
+    assert_eq!(vhost.routes.len(), 1, "{host}: {vhost:?}");
+    &vhost.routes[0]
+}
+
+fn addrs(split: &Split) -> Vec<String> {
+    match &split.backend.target {
+        Target::Endpoints(a) => a.iter().map(ToString::to_string).collect(),
+        Target::Dns { host, port } => vec![format!("dns:{host}:{port}")],
+    }
+}
+
+fn hello(spec_rules: serde_json::Value) -> KIngress {
+    ingress(
+        "default",
+        "hello",
+        json!({"rules": spec_rules, "httpOption": "Enabled"}),
+    )
+}
+
+// === Cases ===
+
+#[test]
+fn the_worked_example_of_section_2_3() {
+    let splits_a = json!([
+        split("hello-00001", json!(80), 90),
+        split("hello-00002", json!(80), 10)
+    ]);
+    let splits_b = json!([split("hello-00002", json!(80), 100)]);
+    let ing = hello(json!([
+        rule(
+            &[
+                "hello.default",
+                "hello.default.svc",
+                "hello.default.svc.cluster.local"
+            ],
+            "ClusterLocal",
+            json!([{"splits": splits_a}])
+        ),
+        rule(
+            &["hello.default.example.com"],
+            "ExternalIP",
+            json!([{"splits": splits_a}])
+        ),
+        rule(
+            &[
+                "candidate-hello.default",
+                "candidate-hello.default.svc",
+                "candidate-hello.default.svc.cluster.local"
+            ],
+            "ClusterLocal",
+            json!([{"splits": splits_b}])
+        ),
+        rule(
+            &["candidate-hello.default.example.com"],
+            "ExternalIP",
+            json!([{"splits": splits_b}])
+        ),
+    ]));
+    let snap = snapshot(
+        vec![ing.clone()],
+        vec![
+            revision("hello-00001", false, &["10.0.0.1"]),
+            revision("hello-00002", false, &["10.0.0.2", "10.0.0.3"]),
+        ],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    assert_eq!(
+        out.status["default/hello"],
+        IngressStatus::Ready {
+            hash: probe_hash(&ing)
+        }
+    );
+
+    let public = only_route(&out.table.public, "hello.default.example.com");
+    assert_eq!(public.prefix, "/");
+    assert_eq!(
+        public.splits.iter().map(|s| s.percent).collect::<Vec<_>>(),
+        [90, 10]
+    );
+    assert_eq!(addrs(&public.splits[0]), ["10.0.0.1:8012"]);
+    assert_eq!(addrs(&public.splits[1]), ["10.0.0.2:8012", "10.0.0.3:8012"]);
+    assert_eq!(
+        public.splits[0].append_headers,
+        [
+            ("Knative-Serving-Namespace".to_owned(), "default".to_owned()),
+            (
+                "Knative-Serving-Revision".to_owned(),
+                "hello-00001".to_owned()
+            )
+        ]
+    );
+    assert!(
+        out.table
+            .public
+            .find("hello.default.svc.cluster.local")
+            .is_none(),
+        "cluster-local hosts stay private"
+    );
+    assert!(out.table.public.find("candidate-hello.default").is_none());
+    assert_eq!(
+        only_route(&out.table.private, "hello.default.svc")
+            .splits
+            .len(),
+        2
+    );
+    assert_eq!(
+        only_route(&out.table.private, "hello.default.example.com")
+            .splits
+            .len(),
+        2,
+        "ExternalIP is private too"
+    );
+    assert_eq!(
+        addrs(&only_route(&out.table.public, "candidate-hello.default.example.com").splits[0]),
+        ["10.0.0.2:8012", "10.0.0.3:8012"]
+    );
+}
+
+#[test]
+fn ingresses_of_other_classes_get_no_routes_and_no_status() {
+    let mut other = hello(json!([rule(
+        &["a.example.com"],
+        "ExternalIP",
+        json!([{"splits": [split("hello-00001", json!(80), 100)]}])
+    )]));
+    other.metadata.annotations.insert(
+        crate::kingress::INGRESS_CLASS_ANNOTATION.into(),
+        "kourier.ingress.networking.knative.dev".into(),
+    );
+    let mut unclassed = other.clone();
+    unclassed.metadata.name = "unclassed".into();
+    unclassed.metadata.annotations.clear();
+    let out = derive(
+        &snapshot(
+            vec![other, unclassed],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(out.status.is_empty());
+    assert!(out.table.public.is_empty() && out.table.private.is_empty());
+}
+
+#[test]
+fn named_ports_h2c_and_external_name_services_resolve() {
+    let ing = hello(json!([
+        rule(
+            &["named.example.com"],
+            "ExternalIP",
+            json!([{"splits": [split("hello-00001", json!("http"), 100)]}])
+        ),
+        rule(
+            &["h2c.example.com"],
+            "ExternalIP",
+            json!([{"splits": [split("grpc-00001", json!(81), 100)]}])
+        ),
+        rule(
+            &["ext.example.com"],
+            "ExternalIP",
+            json!([{"splits": [split("ext", json!(80), 100)]}])
+        ),
+    ]));
+    let mut snap = snapshot(
+        vec![ing],
+        vec![
+            revision("hello-00001", false, &["10.0.0.1"]),
+            revision("grpc-00001", true, &["10.0.0.9"]),
+        ],
+    );
+    let ext: Service = serde_json::from_value(json!({
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "knoxy-local.knoxy-system.svc.cluster.local.",
+                 "ports": [{"name": "http", "port": 80, "appProtocol": "kubernetes.io/h2c"}]},
+    }))
+    .expect("a Service");
+    snap.services.insert(ext.metadata.key(), ext);
+    let out = derive(&snap, &DeriveConfig::default());
+    let t = &out.table.public;
+    assert_eq!(
+        addrs(&only_route(t, "named.example.com").splits[0]),
+        ["10.0.0.1:8012"]
+    );
+    let h2c = &only_route(t, "h2c.example.com").splits[0];
+    assert!(h2c.backend.h2c);
+    assert_eq!(addrs(h2c), ["10.0.0.9:8013"]);
+    let ext = &only_route(t, "ext.example.com").splits[0];
+    assert_eq!(
+        addrs(ext),
+        ["dns:knoxy-local.knoxy-system.svc.cluster.local:80"]
+    );
+    assert!(ext.backend.h2c, "appProtocol kubernetes.io/h2c");
+    assert!(!only_route(t, "named.example.com").splits[0].backend.h2c);
+}
+
+#[test]
+fn missing_backends_keep_the_whole_ingress_not_ready() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 50), split("hello-00009", json!(80), 50)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    let out = derive(
+        &snapshot(
+            vec![ing.clone()],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(matches!(
+        &out.status["default/hello"],
+        IngressStatus::NotReady {
+            reason: "ServiceNotFound",
+            ..
+        }
+    ));
+    assert!(out.table.public.find("a.example.com").is_none());
+
+    let out = derive(
+        &snapshot(
+            vec![ing.clone()],
+            vec![
+                revision("hello-00001", false, &["10.0.0.1"]),
+                revision("hello-00009", false, &[]),
+            ],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(matches!(
+        &out.status["default/hello"],
+        IngressStatus::NotReady {
+            reason: "NoReadyEndpoints",
+            ..
+        }
+    ));
+
+    let wrong_port = hello(json!([rule(
+        &["a.example.com"],
+        "ExternalIP",
+        json!([{"splits": [split("hello-00001", json!(8080), 100)]}])
+    )]));
+    let out = derive(
+        &snapshot(
+            vec![wrong_port],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(matches!(
+        &out.status["default/hello"],
+        IngressStatus::NotReady {
+            reason: "PortNotFound",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn paths_keep_their_order_headers_and_rewrite_host() {
+    let paths = json!([
+        {"path": "/api", "headers": {"Knative-Serving-Tag": {"exact": "candidate"}}, "rewriteHost": "internal.example",
+         "appendHeaders": {"X-Path": "api"}, "splits": [split("hello-00001", json!(80), 100)]},
+        {"splits": [split("hello-00001", json!(80), 100)]},
+    ]);
+    let out = derive(
+        &snapshot(
+            vec![hello(json!([rule(
+                &["a.example.com"],
+                "ExternalIP",
+                paths
+            )]))],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    let vhost = out.table.public.find("a.example.com").expect("served");
+    let tagged = |name: &str| (name == "knative-serving-tag").then_some("candidate");
+    assert_eq!(
+        vhost.route("/api/x", tagged).map(|r| r.prefix.as_str()),
+        Some("/api")
+    );
+    assert_eq!(
+        vhost.route("/apix", tagged).map(|r| r.prefix.as_str()),
+        Some("/api"),
+        "a literal prefix, not a segment"
+    );
+    assert_eq!(
+        vhost.route("/api/x", |_| None).map(|r| r.prefix.as_str()),
+        Some("/"),
+        "the header must match"
+    );
+    let first = &vhost.routes[0];
+    assert_eq!(
+        first.headers,
+        [("knative-serving-tag".to_owned(), "candidate".to_owned())]
+    );
+    assert_eq!(first.rewrite_host.as_deref(), Some("internal.example"));
+    assert_eq!(
+        first.append_headers,
+        [("X-Path".to_owned(), "api".to_owned())]
+    );
+}
+
+#[test]
+fn the_first_ingress_keeps_a_host_and_the_next_one_conflicts() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let a = ingress(
+        "default",
+        "a",
+        json!({"rules": [rule(&["same.example.com"], "ExternalIP", paths.clone())]}),
+    );
+    let b = ingress(
+        "default",
+        "b",
+        json!({"rules": [rule(&["same.example.com", "b.example.com"], "ExternalIP", paths)]}),
+    );
+    let out = derive(
+        &snapshot(
+            vec![b, a],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(matches!(
+        out.status["default/a"],
+        IngressStatus::Ready { .. }
+    ));
+    assert_eq!(
+        out.status["default/b"],
+        IngressStatus::Conflict {
+            host: "same.example.com".into()
+        }
+    );
+    assert_eq!(
+        &*only_route(&out.table.public, "same.example.com").ingress,
+        "default/a"
+    );
+    assert!(
+        out.table.public.find("b.example.com").is_none(),
+        "a conflicting ingress is not served at all"
+    );
+}
+
+#[test]
+fn redirected_applies_to_external_rules_only() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = ingress(
+        "default",
+        "hello",
+        json!({"httpOption": "Redirected", "rules": [
+        rule(&["a.example.com"], "ExternalIP", paths.clone()), rule(&["a.default.svc"], "ClusterLocal", paths)]}),
+    );
+    let out = derive(
+        &snapshot(
+            vec![ing],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(only_route(&out.table.public, "a.example.com").redirect_https);
+    assert!(!only_route(&out.table.private, "a.default.svc").redirect_https);
+}
+
+#[test]
+fn invalid_ingresses_report_their_fields_and_are_not_served() {
+    let ing = hello(json!([rule(
+        &["a.example.com"],
+        "ExternalIP",
+        json!([{"splits": [split("hello-00001", json!(80), 60)]}, {"splits": []}])
+    )]));
+    let out = derive(
+        &snapshot(
+            vec![ing],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    let IngressStatus::Invalid(errors) = &out.status["default/hello"] else {
+        panic!("{:?}", out.status)
+    };
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[0].http.paths[0].splits",
+            "spec.rules[0].http.paths[1].splits"
+        ]
+    );
+    assert!(out.table.public.is_empty());
+}
+
+#[test]
+fn tls_entries_carry_the_decoded_secret() {
+    let ing = ingress(
+        "default",
+        "hello",
+        json!({
+        "tls": [{"hosts": ["a.example.com"], "secretName": "cert", "secretNamespace": "default"}],
+        "rules": [rule(&["a.example.com"], "ExternalIP", json!([{"splits": [split("hello-00001", json!(80), 100)]}]))]}),
+    );
+    let mut snap = snapshot(
+        vec![ing],
+        vec![revision("hello-00001", false, &["10.0.0.1"])],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    assert!(matches!(
+        &out.status["default/hello"],
+        IngressStatus::NotReady {
+            reason: "SecretNotReady",
+            ..
+        }
+    ));
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "cert", "namespace": "default"},
+        "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}}))
+        .expect("a Secret");
+    snap.secrets.insert(secret.metadata.key(), secret);
+    let out = derive(&snap, &DeriveConfig::default());
+    assert_eq!(
+        out.table.certs,
+        [Cert {
+            hosts: vec!["a.example.com".into()],
+            cert_pem: b"CERT".to_vec(),
+            key_pem: b"KEY".to_vec()
+        }]
+    );
+}
+
+#[test]
+fn the_output_does_not_depend_on_insertion_order() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ings: Vec<KIngress> = (0..20)
+        .map(|i| ingress("default", &format!("i{i:02}"), json!({"rules": [rule(&[&format!("h{}.example.com", i % 7)], "ExternalIP", paths.clone())]})))
+        .collect();
+    let forward = snapshot(
+        ings.clone(),
+        vec![revision("hello-00001", false, &["10.0.0.1", "10.0.0.2"])],
+    );
+    let backward = snapshot(
+        ings.into_iter().rev().collect(),
+        vec![revision("hello-00001", false, &["10.0.0.2", "10.0.0.1"])],
+    );
+    assert_eq!(
+        derive(&forward, &DeriveConfig::default()),
+        derive(&backward, &DeriveConfig::default())
+    );
+}

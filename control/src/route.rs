@@ -1,0 +1,208 @@
+//! The route table the gateway serves: what `derive` produces, read on every request.
+//! Lookups are by host, then first matching route; weights are pre-summed for the pick.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Everything the gateway's listeners need, swapped in whole when the objects change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteTable {
+    /// Public listeners: ExternalIP rules.
+    pub public: HostTable,
+    /// Private (cluster-local) listeners: ClusterLocal and ExternalIP rules.
+    pub private: HostTable,
+    /// Certificates for the TLS listeners, chosen by SNI.
+    pub certs: Vec<Cert>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostTable {
+    hosts: HashMap<String, Arc<VirtualHost>>,
+    /// Rules with no hosts match every host.
+    any: Option<Arc<VirtualHost>>,
+}
+
+/// The routes of one host, in the order they are tried.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VirtualHost {
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// `namespace/name` of the KIngress, for metrics and logs.
+    pub ingress: Arc<str>,
+    /// A literal prefix (`/` when the KIngress left it empty).
+    pub prefix: String,
+    /// Exact matches, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Set (not appended) before the split's own.
+    pub append_headers: Vec<(String, String)>,
+    pub rewrite_host: Option<String>,
+    pub splits: Vec<Split>,
+    /// `httpOption: Redirected` on an ExternalIP rule: plain HTTP gets a 301 to https.
+    pub redirect_https: bool,
+    /// What `K-Network-Hash: override` becomes (contract §3.3).
+    pub probe_hash: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// 0-100; a split with 0 never receives traffic.
+    pub percent: u32,
+    pub backend: Backend,
+    pub append_headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub target: Target,
+    /// The Service port speaks h2c (named `http2`/`h2c`, or appProtocol `kubernetes.io/h2c`).
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Ready addresses of the Service's EndpointSlices, on the target port.
+    Endpoints(Vec<SocketAddr>),
+    /// An ExternalName Service: resolved by DNS at connect time.
+    Dns { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cert {
+    pub hosts: Vec<String>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+// === Lookup ===
+
+impl HostTable {
+    /// The virtual host for a `Host` header, port and trailing dot ignored, case-insensitive.
+    pub fn find(&self, host: &str) -> Option<&VirtualHost> {
+        let name = strip_port(host).trim_end_matches('.');
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&name.to_ascii_lowercase())
+        } else {
+            self.hosts.get(name)
+        };
+        found.or(self.any.as_ref()).map(Arc::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len() + usize::from(self.any.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a host's routes unless an earlier rule claimed it (the first rule wins).
+    pub(crate) fn claim(&mut self, host: Option<&str>, vhost: &Arc<VirtualHost>) {
+        match host {
+            Some(h) => {
+                self.hosts
+                    .entry(h.to_ascii_lowercase())
+                    .or_insert_with(|| Arc::clone(vhost));
+            }
+            None => {
+                self.any.get_or_insert_with(|| Arc::clone(vhost));
+            }
+        }
+    }
+
+    pub(crate) fn has(&self, host: &str) -> bool {
+        self.hosts.contains_key(&host.to_ascii_lowercase())
+    }
+}
+
+impl VirtualHost {
+    /// The first route whose prefix and headers match.
+    pub fn route<'a>(
+        &self,
+        path: &str,
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            path.starts_with(r.prefix.as_str())
+                && r.headers
+                    .iter()
+                    .all(|(name, value)| header(name) == Some(value.as_str()))
+        })
+    }
+}
+
+impl Route {
+    /// Picks a split for a number in `0..100` (the caller's random draw); percent-0 splits never win.
+    pub fn pick(&self, draw: u32) -> Option<&Split> {
+        let mut acc = 0;
+        self.splits.iter().find(|s| {
+            acc += s.percent;
+            s.percent > 0 && draw < acc
+        })
+    }
+}
+
+/// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_with_a_port_a_trailing_dot_or_other_case() {
+        let mut t = HostTable::default();
+        let v = Arc::new(VirtualHost::default());
+        t.claim(Some("Hello.Example.com"), &v);
+        for h in [
+            "hello.example.com",
+            "hello.example.com:80",
+            "HELLO.example.com.",
+            "hello.example.com.:8080",
+        ] {
+            assert!(t.find(h).is_some(), "{h}");
+        }
+        assert!(t.find("other.example.com").is_none());
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn percent_zero_splits_are_never_picked() {
+        let split = |percent| Split {
+            percent,
+            backend: Backend {
+                target: Target::Endpoints(vec![]),
+                h2c: false,
+            },
+            append_headers: vec![],
+        };
+        let route = Route {
+            ingress: "ns/a".into(),
+            prefix: "/".into(),
+            headers: vec![],
+            append_headers: vec![],
+            rewrite_host: None,
+            splits: vec![split(0), split(90), split(10)],
+            redirect_https: false,
+            probe_hash: "".into(),
+        };
+        let picks: Vec<u32> = (0..100)
+            .map(|d| route.pick(d).map_or(999, |s| s.percent))
+            .collect();
+        assert_eq!(picks.iter().filter(|p| **p == 90).count(), 90);
+        assert_eq!(picks.iter().filter(|p| **p == 10).count(), 10);
+    }
+}
