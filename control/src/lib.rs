@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod derive;
+pub mod files;
 pub mod k8s;
 pub mod kingress;
 pub mod probe_hash;

@@ -1,0 +1,265 @@
+//! The file source: a directory of YAML files (several documents each allowed) holding the
+//! same objects a cluster would (KIngress, Service, EndpointSlice, Secret), read into a
+//! [`Snapshot`]. Every problem names the file, the object and the field; the caller keeps
+//! serving its last good table when there is any.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::derive::Snapshot;
+use crate::kingress::{KIngress, ObjectMeta};
+use crate::validate;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub file: PathBuf,
+    /// `Kind namespace/name`, or `document N` when the object cannot be named.
+    pub object: String,
+    /// `field: problem`, or the YAML error with its line.
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.object,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// Reads every `*.yaml`/`*.yml` file of `dir` (sorted, not recursive).
+pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<FileError>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect(),
+        Err(e) => return Err(vec![error(dir, "directory", e.to_string())]),
+    };
+    files.sort();
+    let mut snap = Snapshot::default();
+    let mut errors = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => add_documents(&file, &text, &mut snap, &mut errors),
+            Err(e) => errors.push(error(&file, "file", e.to_string())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(snap)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Adds the objects of one file's text to `snap`.
+pub fn add_documents(file: &Path, text: &str, snap: &mut Snapshot, errors: &mut Vec<FileError>) {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = match serde_norway::Value::deserialize(doc) {
+            Ok(serde_norway::Value::Null) => continue, // an empty document (`---` at the end)
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(error(file, &format!("document {}", i + 1), e.to_string()));
+                // The YAML stream cannot be resumed after a syntax error.
+                return;
+            }
+        };
+        if let Err(e) = add_object(value, snap) {
+            errors.push(FileError {
+                file: file.to_owned(),
+                object: e.0.unwrap_or_else(|| format!("document {}", i + 1)),
+                message: e.1,
+            });
+        }
+    }
+}
+
+/// (the object's name if known, the problem)
+struct ObjectError(Option<String>, String);
+
+fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), ObjectError> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Head {
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+    }
+    let head: Head = serde_norway::from_value(value.clone()).unwrap_or_default();
+    let named = format!(
+        "{} {}/{}",
+        head.kind, head.metadata.namespace, head.metadata.name
+    );
+    let fail = |message: String| ObjectError(Some(named.clone()), message);
+    if head.metadata.name.is_empty() {
+        return Err(ObjectError(None, "metadata.name: missing".to_owned()));
+    }
+    match (head.api_version.as_str(), head.kind.as_str()) {
+        ("networking.internal.knative.dev/v1alpha1", "Ingress") => {
+            let mut ingress: KIngress = typed(value).map_err(fail)?;
+            namespace(&mut ingress.metadata);
+            validate::validate(&ingress).map_err(|errs| {
+                fail(
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+            snap.ingresses.insert(ingress.metadata.key(), ingress);
+        }
+        ("v1", "Service") => {
+            let mut o: crate::k8s::Service = typed(value).map_err(fail)?;
+            namespace(&mut o.metadata);
+            snap.services.insert(o.metadata.key(), o);
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let mut o: crate::k8s::EndpointSlice = typed(value).map_err(fail)?;
+            namespace(&mut o.metadata);
+            snap.endpoint_slices.insert(o.metadata.key(), o);
+        }
+        ("v1", "Secret") => {
+            let mut o: crate::k8s::Secret = typed(value).map_err(fail)?;
+            namespace(&mut o.metadata);
+            snap.secrets.insert(o.metadata.key(), o);
+        }
+        ("", _) | (_, "") => return Err(fail("apiVersion and kind are required".to_owned())),
+        (api, kind) => return Err(fail(format!("unsupported object {api} {kind}"))),
+    }
+    Ok(())
+}
+
+/// Deserializes with the path of the failing field (`spec.rules[0].http.paths[0].splits`).
+fn typed<T: DeserializeOwned>(value: serde_norway::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+/// Objects without a namespace land in `default`, as `kubectl apply` would put them.
+fn namespace(meta: &mut ObjectMeta) {
+    if meta.namespace.is_empty() {
+        meta.namespace = "default".to_owned();
+    }
+}
+
+fn error(file: &Path, object: &str, message: String) -> FileError {
+    FileError {
+        file: file.to_owned(),
+        object: object.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  namespace: default
+  annotations:
+    networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev
+spec:
+  rules:
+  - hosts: [hello.default.example.com]
+    http:
+      paths:
+      - splits:
+        - {serviceNamespace: default, serviceName: hello-00001, servicePort: 80, percent: 100}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello-00001, namespace: default}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8012}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: hello-00001-x
+  labels: {kubernetes.io/service-name: hello-00001}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1]}]
+ports: [{name: http, port: 8012}]
+---
+"#;
+
+    fn load(text: &str) -> (Snapshot, Vec<FileError>) {
+        let mut snap = Snapshot::default();
+        let mut errors = Vec::new();
+        add_documents(Path::new("app.yaml"), text, &mut snap, &mut errors);
+        (snap, errors)
+    }
+
+    #[test]
+    fn several_documents_of_several_kinds_load_into_one_snapshot() {
+        let (snap, errors) = load(GOOD);
+        assert_eq!(errors, []);
+        assert!(snap.ingresses.contains_key("default/hello"));
+        assert!(snap.services.contains_key("default/hello-00001"));
+        assert!(
+            snap.endpoint_slices.contains_key("default/hello-00001-x"),
+            "a missing namespace means default"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_object_and_field() {
+        let (_, errors) = load(&GOOD.replace("servicePort: 80,", "servicePort: [80],"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors[0].to_string();
+        assert!(e.starts_with("app.yaml: Ingress default/hello: spec.rules[0].http.paths[0].splits[0].servicePort"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_ingress_is_reported_with_its_field() {
+        let (_, errors) = load(&GOOD.replace("percent: 100", "percent: 60"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("spec.rules[0].http.paths[0].splits: the percentages must add up to 100"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn broken_yaml_and_unknown_objects_are_errors() {
+        let (_, errors) = load("apiVersion: v1\nkind: Service\nmetadata: {name: x\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].object, "document 1");
+        let (_, errors) = load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n");
+        assert_eq!(
+            errors[0].to_string(),
+            "app.yaml: Deployment /web: unsupported object apps/v1 Deployment"
+        );
+        let (_, errors) = load("kind: Service\nmetadata: {}\n");
+        assert_eq!(errors[0].message, "metadata.name: missing");
+    }
+
+    #[test]
+    fn a_directory_loads_sorted_yaml_files_only() {
+        let dir = std::env::temp_dir().join(format!("knoxy-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("a.yaml"), GOOD).expect("write");
+        std::fs::write(dir.join("notes.txt"), "not yaml: [").expect("write");
+        let snap = load_dir(&dir).expect("loads");
+        assert_eq!(snap.ingresses.len(), 1);
+        std::fs::write(dir.join("b.yml"), "kind: [").expect("write");
+        let errors = load_dir(&dir).expect_err("b.yml is broken");
+        assert!(errors[0].file.ends_with("b.yml"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
