@@ -263,3 +263,84 @@ ports: [{name: http, port: 8012}]
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+// === Watching ===
+
+/// How long to wait after a change for the rest of it (editors write in several steps).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(15);
+
+/// Keeps a directory watched; dropping it stops the watch.
+pub struct DirWatch {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Loads `dir` now and after every change to it, handing each result to `on_load` (on a
+/// thread of its own). A failed load is reported as it is: the caller keeps its last good table.
+pub fn watch(
+    dir: &Path,
+    on_load: impl Fn(Result<Snapshot, Vec<FileError>>) + Send + 'static,
+) -> notify::Result<DirWatch> {
+    use notify::Watcher as _;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    let dir = dir.to_owned();
+    std::thread::Builder::new()
+        .name("knoxy-files".into())
+        .spawn(move || {
+            on_load(load_dir(&dir));
+            // Each burst of events gives one reload; the loop ends when the watcher is dropped.
+            while rx.recv().is_ok() {
+                while rx.recv_timeout(SETTLE).is_ok() {}
+                on_load(load_dir(&dir));
+            }
+        })?;
+    Ok(DirWatch { _watcher: watcher })
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn changes_are_loaded_and_failures_reported_without_stopping_the_watch() {
+        let dir = std::env::temp_dir().join(format!("knoxy-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (tx, rx) = mpsc::channel();
+        let _watch = watch(&dir, move |r| {
+            let _ = tx.send(r.map(|s| s.services.len()).map_err(|e| e.len()));
+        })
+        .expect("watch starts");
+        let next = || {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("a load within 10 s")
+        };
+        assert_eq!(next(), Ok(0), "the first load is the directory as it is");
+
+        let service =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+        std::fs::write(dir.join("a.yaml"), service).expect("write");
+        let mut got = next();
+        while got != Ok(1) {
+            got = next();
+        }
+        std::fs::write(dir.join("b.yaml"), "kind: [").expect("write");
+        let mut got = next();
+        while got == Ok(1) {
+            got = next();
+        }
+        assert_eq!(got, Err(1), "the broken file is reported");
+        std::fs::remove_file(dir.join("b.yaml")).expect("remove");
+        let mut got = next();
+        while got != Ok(1) {
+            got = next();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
