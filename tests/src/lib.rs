@@ -84,6 +84,44 @@ pub fn queue(user_port: u16) -> ProcBuilder {
         .wait_for(&["main", "admin", "metrics"])
 }
 
+/// `knoxy` serving the YAML objects of `config_dir`, public and private HTTP on ephemeral
+/// loopback ports (labels `public`, `private`).
+pub fn gateway(config_dir: &std::path::Path) -> Proc {
+    Proc::builder("knoxy")
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(["--http", "127.0.0.1:0", "--private-http", "127.0.0.1:0"])
+        .wait_for(&["public", "private"])
+        .spawn()
+}
+
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("knoxy-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        // Write then rename, so a watcher never reads half a file.
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write a temp file");
+        std::fs::rename(&tmp, self.0.join(name)).expect("rename into place");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Lines a child printed so far, filled by the reader threads.
 #[derive(Default)]
 struct Output {

@@ -1,0 +1,223 @@
+//! The gateway's request path, one small decision per step (as Pingora's `ProxyHttp`
+//! phases): route (host → rule → path/headers → split) → rewrite → forward → answer.
+//! The engine is hyper, served on connections Pingora's listeners accept
+//! (`shared/notes/pingora-cost.md`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use knoxy_control::route::{HostTable, Route, RouteTable, Split, Target};
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+
+const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
+
+pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Which listener a connection arrived on: the public one serves ExternalIP rules only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// One listener's app: the shared table, its visibility, the upstream clients.
+pub struct Gateway {
+    table: Arc<ArcSwap<RouteTable>>,
+    visibility: Visibility,
+    h1: Client<HttpConnector, Incoming>,
+    h2c: Client<HttpConnector, Incoming>,
+    /// Spreads requests over a split's endpoints.
+    next: AtomicUsize,
+}
+
+impl Gateway {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, visibility: Visibility) -> Gateway {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Gateway {
+            table,
+            visibility,
+            h1: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            h2c: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    async fn serve(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let table = self.table.load();
+        let hosts: &HostTable = match self.visibility {
+            Visibility::Public => &table.public,
+            Visibility::Private => &table.private,
+        };
+        let host = host_of(&req).to_owned();
+        let Some(vhost) = hosts.find(&host) else {
+            return text(StatusCode::NOT_FOUND, "no such host\n");
+        };
+        let headers = req.headers();
+        let Some(route) = vhost.route(req.uri().path(), |name| {
+            headers.get(name).and_then(|v| v.to_str().ok())
+        }) else {
+            return text(StatusCode::NOT_FOUND, "no route\n");
+        };
+        if route.redirect_https && self.visibility == Visibility::Public {
+            return redirect(&host, req.uri());
+        }
+        let Some(split) = route.pick(fastrand::u32(0..100)) else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "no backend\n");
+        };
+        rewrite(&mut req, route, split);
+        self.forward(req, split).await
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, split: &Split) -> Response<Body> {
+        let (authority, port) = match &split.backend.target {
+            Target::Endpoints(addrs) if !addrs.is_empty() => {
+                let addr: SocketAddr =
+                    addrs[self.next.fetch_add(1, Ordering::Relaxed) % addrs.len()];
+                (addr.ip().to_string(), addr.port())
+            }
+            Target::Dns { host, port } => (host.clone(), *port),
+            Target::Endpoints(_) => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints\n")
+            }
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let host = if authority.contains(':') {
+            format!("[{authority}]")
+        } else {
+            authority
+        };
+        let Ok(uri) = format!("http://{host}:{port}{path}").parse::<Uri>() else {
+            return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        };
+        *req.uri_mut() = uri;
+        let client = if split.backend.h2c {
+            *req.version_mut() = Version::HTTP_2;
+            &self.h2c
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            &self.h1
+        };
+        match client.request(req).await {
+            Ok(response) => response.map(|b| b.boxed_unsync()),
+            Err(e) => text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}\n")),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Gateway {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let this = Arc::clone(self);
+        let svc = service_fn(move |req| {
+            let this = Arc::clone(&this);
+            async move { Ok::<_, Infallible>(this.serve(req).await) }
+        });
+        let _ = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .await;
+        None
+    }
+}
+
+// === Helpers ===
+
+/// Appended headers replace the client's (path level, then split level); `override`
+/// probes carry the KIngress's hash; `rewriteHost` replaces the Host.
+fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split) {
+    let headers = req.headers_mut();
+    for (name, value) in route.append_headers.iter().chain(&split.append_headers) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    if headers.get(K_NETWORK_HASH).is_some_and(|v| v == "override") {
+        if let Ok(v) = HeaderValue::from_str(&route.probe_hash) {
+            headers.insert(K_NETWORK_HASH, v);
+        }
+    }
+    if let Some(h) = route
+        .rewrite_host
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(header::HOST, h);
+    }
+    if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+        // An h2 request carries its host in :authority; keep it for an HTTP/1.1 upstream.
+        if let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, a);
+        }
+    }
+}
+
+fn host_of<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+fn redirect(host: &str, uri: &Uri) -> Response<Body> {
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let location = format!(
+        "https://{host}{}",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut r = text(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_owned()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,258 @@
+//! First black-box tests of the `knoxy` gateway: KIngress YAML in a directory, the real
+//! binary on loopback, the test backend as the revisions' pods.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use knoxy_tests::{
+    backend, empty, fetch, gateway, h2c_client, http1_client, json, request_with, Proc, TempDir,
+};
+
+/// A KIngress of Knoxy's class; `rules` is YAML for `spec.rules`.
+fn kingress(name: &str, http_option: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev\nspec:\n  httpOption: {http_option}\n  rules:\n{rules}\n---\n"
+    )
+}
+
+/// A revision's public Service and the EndpointSlice of its one pod (a test backend).
+fn revision(name: &str, pod: &Proc) -> String {
+    let port = pod.addr("backend").port();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abc\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
+    )
+}
+
+fn rule(hosts: &str, visibility: &str, splits: &[(&str, u32)]) -> String {
+    let splits: String = splits
+        .iter()
+        .map(|(rev, pct)| format!("        - {{serviceNamespace: default, serviceName: {rev}, servicePort: 80, percent: {pct}, appendHeaders: {{Knative-Serving-Revision: {rev}}}}}\n"))
+        .collect();
+    format!("  - hosts: [{hosts}]\n    visibility: {visibility}\n    http:\n      paths:\n      - appendHeaders: {{X-Path: base}}\n        splits:\n{splits}")
+}
+
+async fn get_host(
+    gw: &Proc,
+    listener: &str,
+    host: &str,
+    path: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    fetch(
+        &http1_client(),
+        request_with(
+            Method::GET,
+            &gw.url(listener, path),
+            &[("host", host), ("x-path", "client")],
+            empty(),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hosts_route_to_their_split_with_headers_set_and_unknown_hosts_get_404() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Enabled",
+            &rule(
+                "hello.default.example.com",
+                "ExternalIP",
+                &[("hello-00001", 100)],
+            ),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+
+    let (status, _, body) = get_host(&gw, "public", "hello.default.example.com", "/x?y=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = json(&body);
+    assert_eq!(seen["uri"], "/x?y=1");
+    assert_eq!(seen["host"], "hello.default.example.com");
+    assert_eq!(
+        seen["headers"]["x-path"],
+        serde_json::json!(["base"]),
+        "appendHeaders overwrite the client's value"
+    );
+    assert_eq!(
+        seen["headers"]["knative-serving-revision"][0],
+        "hello-00001"
+    );
+
+    assert_eq!(
+        get_host(&gw, "public", "hello.default.example.com:80", "/")
+            .await
+            .0,
+        StatusCode::OK,
+        "host:port matches"
+    );
+    assert_eq!(
+        get_host(&gw, "public", "nope.example.com", "/").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let req = request_with(
+        Method::GET,
+        &gw.url("public", "/h2"),
+        &[("host", "hello.default.example.com")],
+        empty(),
+    );
+    let (status, _, body) = fetch(&h2c_client(), req).await;
+    assert_eq!(status, StatusCode::OK, "h2c from the client: {body}");
+}
+
+#[tokio::test]
+async fn cluster_local_rules_are_served_only_on_the_private_listener() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let rules = rule(
+        "hello.default.svc.cluster.local",
+        "ClusterLocal",
+        &[("hello-00001", 100)],
+    ) + &rule(
+        "hello.default.example.com",
+        "ExternalIP",
+        &[("hello-00001", 100)],
+    );
+    dir.write(
+        "hello.yaml",
+        &(kingress("hello", "Enabled", &rules) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    assert_eq!(
+        get_host(&gw, "public", "hello.default.svc.cluster.local", "/")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get_host(&gw, "private", "hello.default.svc.cluster.local", "/")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_host(&gw, "private", "hello.default.example.com", "/")
+            .await
+            .0,
+        StatusCode::OK,
+        "ExternalIP is private too"
+    );
+}
+
+#[tokio::test]
+async fn a_split_sends_each_revision_its_share_and_percent_zero_none() {
+    let (a, b, c) = (backend(), backend(), backend());
+    let dir = TempDir::new("gw");
+    let text = kingress(
+        "hello",
+        "Enabled",
+        &rule(
+            "hello.example.com",
+            "ExternalIP",
+            &[("rev-a", 50), ("rev-b", 50), ("rev-c", 0)],
+        ),
+    ) + &revision("rev-a", &a)
+        + &revision("rev-b", &b)
+        + &revision("rev-c", &c);
+    dir.write("hello.yaml", &text);
+    let gw = gateway(&dir.0);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..200 {
+        let (status, _, body) = get_host(&gw, "public", "hello.example.com", "/").await;
+        assert_eq!(status, StatusCode::OK);
+        *counts
+            .entry(
+                json(&body)["headers"]["knative-serving-revision"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+            .or_insert(0) += 1;
+    }
+    assert!(counts["rev-a"] > 60 && counts["rev-b"] > 60, "{counts:?}");
+    assert!(!counts.contains_key("rev-c"), "{counts:?}");
+}
+
+#[tokio::test]
+async fn redirected_sends_public_plain_http_to_https() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Redirected",
+            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    let (status, headers, _) = get_host(&gw, "public", "hello.example.com", "/a?b=1").await;
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(headers["location"], "https://hello.example.com/a?b=1");
+    assert_eq!(
+        get_host(&gw, "private", "hello.example.com", "/").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write("rev.yaml", &revision("hello-00001", &pod));
+    dir.write(
+        "a.yaml",
+        &kingress(
+            "a",
+            "Enabled",
+            &rule("a.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ),
+    );
+    let gw = gateway(&dir.0);
+    assert_eq!(
+        get_host(&gw, "public", "a.example.com", "/").await.0,
+        StatusCode::OK
+    );
+
+    dir.write(
+        "b.yaml",
+        &kingress(
+            "b",
+            "Enabled",
+            &rule("b.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_host(&gw, "public", "b.example.com", "/").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "b.example.com was never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    dir.write("c.yaml", "apiVersion: v1\nkind: [broken\n");
+    assert!(
+        gw.wait_for_output(
+            "keeping the last good configuration",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.stderr_text()
+    );
+    assert!(
+        gw.stderr_text().contains("c.yaml"),
+        "the error names the file: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(
+        get_host(&gw, "public", "a.example.com", "/").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_host(&gw, "public", "b.example.com", "/").await.0,
+        StatusCode::OK
+    );
+}
