@@ -110,17 +110,32 @@ impl Gateway {
             return text(StatusCode::BAD_REQUEST, "bad request target\n");
         };
         *req.uri_mut() = uri;
-        let client = if split.backend.h2c {
+        // A WebSocket (or other) upgrade is tunnelled end to end over HTTP/1.1.
+        let upgrade = (req.version() != Version::HTTP_2
+            && req.headers().contains_key(header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut req));
+        let client = if split.backend.h2c && upgrade.is_none() {
             *req.version_mut() = Version::HTTP_2;
             &self.h2c
         } else {
             *req.version_mut() = Version::HTTP_11;
             &self.h1
         };
-        match client.request(req).await {
-            Ok(response) => response.map(|b| b.boxed_unsync()),
-            Err(e) => text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}\n")),
+        let mut response = match client.request(req).await {
+            Ok(response) => response,
+            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}\n")),
+        };
+        if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
+                            .await;
+                }
+            });
         }
+        response.map(|b| b.boxed_unsync())
     }
 }
 

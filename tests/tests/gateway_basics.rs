@@ -256,3 +256,83 @@ async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled_on_every_route() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Enabled",
+            &rule("ws.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    let mut req = format!("ws://{}/ws", gw.addr("public"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("host", "ws.example.com".parse().unwrap());
+    let (mut ws, response) =
+        knoxy_tests::within("websocket handshake", tokio_tungstenite::connect_async(req))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["one", "two"] {
+        knoxy_tests::within("send", ws.send(Message::text(text)))
+            .await
+            .unwrap();
+        assert_eq!(
+            knoxy_tests::within("echo", ws.next())
+                .await
+                .unwrap()
+                .unwrap(),
+            Message::text(text)
+        );
+    }
+}
+
+#[tokio::test]
+async fn override_probes_come_back_with_the_kingress_hash_and_others_unchanged() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let ingress = kingress(
+        "hello",
+        "Enabled",
+        &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
+    );
+    dir.write(
+        "hello.yaml",
+        &(ingress.clone() + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    // The hash Knative's prober computes from the stored (defaulted) object.
+    let mut snap = knoxy_control::derive::Snapshot::default();
+    let mut errors = Vec::new();
+    knoxy_control::files::add_documents(
+        std::path::Path::new("x.yaml"),
+        &ingress,
+        &mut snap,
+        &mut errors,
+    );
+    let mut stored = snap.ingresses["default/hello"].clone();
+    knoxy_control::validate::set_defaults(&mut stored.spec);
+    let want = knoxy_control::probe_hash::probe_hash(&stored);
+
+    let probe = |hash: &'static str| {
+        request_with(
+            Method::GET,
+            &gw.url("public", "/"),
+            &[("host", "hello.example.com"), ("k-network-hash", hash)],
+            empty(),
+        )
+    };
+    let (_, _, body) = fetch(&http1_client(), probe("override")).await;
+    assert_eq!(json(&body)["headers"]["k-network-hash"][0], want.as_str());
+    let (_, _, body) = fetch(&http1_client(), probe("0123abcd")).await;
+    assert_eq!(json(&body)["headers"]["k-network-hash"][0], "0123abcd");
+}
