@@ -26,6 +26,8 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
+use crate::metrics::Metrics;
+
 const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
 
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -37,6 +39,15 @@ pub enum Visibility {
     Private,
 }
 
+impl Visibility {
+    fn label(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+}
+
 /// One listener's app: the shared table, its visibility, the upstream clients.
 pub struct Gateway {
     table: Arc<ArcSwap<RouteTable>>,
@@ -45,10 +56,15 @@ pub struct Gateway {
     h2c: Client<HttpConnector, Incoming>,
     /// Spreads requests over a split's endpoints.
     next: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, visibility: Visibility) -> Gateway {
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        visibility: Visibility,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Gateway {
@@ -59,10 +75,31 @@ impl Gateway {
                 .http2_only(true)
                 .build(connector),
             next: AtomicUsize::new(0),
+            metrics,
         }
     }
 
-    async fn serve(&self, mut req: Request<Incoming>) -> Response<Body> {
+    /// The request path, then the record step: metrics by listener, KIngress and code.
+    async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let (response, ingress) = self.route_and_forward(req).await;
+        let listener = self.visibility.label();
+        let ingress = ingress.as_deref().unwrap_or("");
+        self.metrics
+            .requests
+            .with_label_values(&[listener, ingress, response.status().as_str()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[listener, ingress])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn route_and_forward(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> (Response<Body>, Option<Arc<str>>) {
         let table = self.table.load();
         let hosts: &HostTable = match self.visibility {
             Visibility::Public => &table.public,
@@ -70,22 +107,26 @@ impl Gateway {
         };
         let host = host_of(&req).to_owned();
         let Some(vhost) = hosts.find(&host) else {
-            return text(StatusCode::NOT_FOUND, "no such host\n");
+            return (text(StatusCode::NOT_FOUND, "no such host\n"), None);
         };
         let headers = req.headers();
         let Some(route) = vhost.route(req.uri().path(), |name| {
             headers.get(name).and_then(|v| v.to_str().ok())
         }) else {
-            return text(StatusCode::NOT_FOUND, "no route\n");
+            return (text(StatusCode::NOT_FOUND, "no route\n"), None);
         };
+        let ingress = Some(Arc::clone(&route.ingress));
         if route.redirect_https && self.visibility == Visibility::Public {
-            return redirect(&host, req.uri());
+            return (redirect(&host, req.uri()), ingress);
         }
         let Some(split) = route.pick(fastrand::u32(0..100)) else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "no backend\n");
+            return (
+                text(StatusCode::SERVICE_UNAVAILABLE, "no backend\n"),
+                ingress,
+            );
         };
         rewrite(&mut req, route, split);
-        self.forward(req, split).await
+        (self.forward(req, split).await, ingress)
     }
 
     async fn forward(&self, mut req: Request<Incoming>, split: &Split) -> Response<Body> {
@@ -146,6 +187,11 @@ impl ServerApp for Gateway {
         stream: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let open = self
+            .metrics
+            .open_connections
+            .with_label_values(&[self.visibility.label()]);
+        open.inc();
         let this = Arc::clone(self);
         let svc = service_fn(move |req| {
             let this = Arc::clone(&this);
@@ -154,6 +200,7 @@ impl ServerApp for Gateway {
         let _ = auto::Builder::new(TokioExecutor::new())
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .await;
+        open.dec();
         None
     }
 }

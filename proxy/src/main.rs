@@ -1,19 +1,22 @@
 //! `knoxy`: the gateway. Serves Knative's KIngress objects (from a directory of YAML files,
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
-//! Usage: `knoxy --config-dir DIR [--http ADDR] [--private-http ADDR]`
-//! (defaults `0.0.0.0:8080` public and `0.0.0.0:8081` private, port 0 picks a free port).
+//! Usage: `knoxy --config-dir DIR [--http ADDR] [--private-http ADDR] [--admin ADDR]`
+//! (defaults `0.0.0.0:8080` public, `0.0.0.0:8081` private, `0.0.0.0:9090` admin with
+//! `/metrics`, `/healthz`, `/ready`; port 0 picks a free port).
 
+mod admin;
 mod gateway;
+mod metrics;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use knoxy_control::derive::{derive, DeriveConfig};
+use knoxy_control::derive::{derive, DeriveConfig, IngressStatus, Snapshot};
 use knoxy_control::files;
 use knoxy_control::route::RouteTable;
 use pingora_core::server::configuration::ServerConf;
@@ -26,6 +29,7 @@ struct Args {
     config_dir: PathBuf,
     http: SocketAddr,
     private_http: SocketAddr,
+    admin: SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -38,10 +42,18 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let metrics = match metrics::Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("knoxy: metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     // The first load must succeed; later failures keep the last good table.
+    let started = Instant::now();
     match files::load_dir(&args.config_dir) {
-        Ok(snap) => table.store(Arc::new(derive(&snap, &DeriveConfig::default()).table)),
+        Ok(snap) => install(&table, &metrics, &snap, started),
         Err(errors) => {
             for e in errors {
                 eprintln!("knoxy: {e}");
@@ -49,13 +61,14 @@ fn main() -> ExitCode {
             return ExitCode::from(65);
         }
     }
-    let watched = Arc::clone(&table);
+    let (watched, watch_metrics) = (Arc::clone(&table), Arc::clone(&metrics));
     let _watch = match files::watch(&args.config_dir, move |loaded| match loaded {
         Ok(snap) => {
-            watched.store(Arc::new(derive(&snap, &DeriveConfig::default()).table));
+            install(&watched, &watch_metrics, &snap, Instant::now());
             eprintln!("knoxy: configuration loaded");
         }
         Err(errors) => {
+            watch_metrics.table_load_failures.inc();
             for e in errors {
                 eprintln!("knoxy: {e} (keeping the last good configuration)");
             }
@@ -68,9 +81,13 @@ fn main() -> ExitCode {
         }
     };
 
-    let (http, private_http) = match (concrete(args.http), concrete(args.private_http)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let (http, private_http, admin) = match (
+        concrete(args.http),
+        concrete(args.private_http),
+        concrete(args.admin),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("knoxy: cannot listen: {e}");
             return ExitCode::from(74);
         }
@@ -87,15 +104,53 @@ fn main() -> ExitCode {
         ("public", http, Visibility::Public),
         ("private", private_http, Visibility::Private),
     ] {
-        let mut service = Service::new(
-            name.to_owned(),
-            Gateway::new(Arc::clone(&table), visibility),
-        );
+        let gateway = Gateway::new(Arc::clone(&table), visibility, Arc::clone(&metrics));
+        let mut service = Service::new(name.to_owned(), gateway);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    announce_when_listening(vec![("public", http), ("private", private_http)]);
+    let mut service = Service::new(
+        "admin".to_owned(),
+        admin::Admin {
+            metrics: Arc::clone(&metrics),
+        },
+    );
+    service.add_tcp(&admin.to_string());
+    server.add_service(service);
+    announce_when_listening(vec![
+        ("public", http),
+        ("private", private_http),
+        ("admin", admin),
+    ]);
     server.run_forever()
+}
+
+/// Derives the table from a loaded snapshot and swaps it in; records the load.
+fn install(
+    table: &ArcSwap<RouteTable>,
+    metrics: &metrics::Metrics,
+    snap: &Snapshot,
+    started: Instant,
+) {
+    let derived = derive(snap, &DeriveConfig::default());
+    let served = derived
+        .status
+        .values()
+        .filter(|s| matches!(s, IngressStatus::Ready { .. }))
+        .count();
+    for (key, status) in &derived.status {
+        if !matches!(status, IngressStatus::Ready { .. }) {
+            eprintln!("knoxy: KIngress {key} is not served: {status:?}");
+        }
+    }
+    table.store(Arc::new(derived.table));
+    metrics.table_generation.inc();
+    metrics
+        .table_ingresses
+        .set(i64::try_from(served).unwrap_or(i64::MAX));
+    metrics
+        .table_load_seconds
+        .set(started.elapsed().as_secs_f64());
 }
 
 /// Prints `listening on <label> <addr>` once each address accepts connections (Pingora binds
@@ -123,12 +178,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config_dir = None;
     let mut http: SocketAddr = ([0, 0, 0, 0], 8080).into();
     let mut private_http: SocketAddr = ([0, 0, 0, 0], 8081).into();
+    let mut admin: SocketAddr = ([0, 0, 0, 0], 9090).into();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--config-dir" => config_dir = Some(PathBuf::from(value("--config-dir")?)),
             "--http" => http = addr("--http", &value("--http")?)?,
             "--private-http" => private_http = addr("--private-http", &value("--private-http")?)?,
+            "--admin" => admin = addr("--admin", &value("--admin")?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -136,6 +193,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         config_dir: config_dir.ok_or("--config-dir is required")?,
         http,
         private_http,
+        admin,
     })
 }
 

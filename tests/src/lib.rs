@@ -90,8 +90,15 @@ pub fn gateway(config_dir: &std::path::Path) -> Proc {
     Proc::builder("knoxy")
         .arg("--config-dir")
         .arg(config_dir)
-        .args(["--http", "127.0.0.1:0", "--private-http", "127.0.0.1:0"])
-        .wait_for(&["public", "private"])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--private-http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .wait_for(&["public", "private", "admin"])
         .spawn()
 }
 

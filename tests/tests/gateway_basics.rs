@@ -336,3 +336,67 @@ async fn override_probes_come_back_with_the_kingress_hash_and_others_unchanged()
     let (_, _, body) = fetch(&http1_client(), probe("0123abcd")).await;
     assert_eq!(json(&body)["headers"]["k-network-hash"][0], "0123abcd");
 }
+
+#[tokio::test]
+async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Enabled",
+            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    for _ in 0..3 {
+        assert_eq!(
+            get_host(&gw, "public", "hello.example.com", "/").await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get_host(&gw, "public", "nope.example.com", "/").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, headers, text) = knoxy_tests::get(&gw.url("admin", "/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(
+        text.contains(
+            r#"knoxy_requests_total{code="200",ingress="default/hello",listener="public"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"knoxy_requests_total{code="404",ingress="",listener="public"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("knoxy_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("knoxy_route_table_generation 1")
+            || text.contains("knoxy_route_table_generation 2"),
+        "{text}"
+    );
+    assert!(text.contains("knoxy_route_table_ingresses 1"), "{text}");
+    assert!(text.contains("knoxy_open_connections"), "{text}");
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/healthz")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/ready")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/other")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
