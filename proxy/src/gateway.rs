@@ -26,6 +26,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
+use crate::drain::Connections;
 use crate::metrics::Metrics;
 
 const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
@@ -57,6 +58,7 @@ pub struct Gateway {
     /// Spreads requests over a split's endpoints.
     next: AtomicUsize,
     metrics: Arc<Metrics>,
+    connections: Arc<Connections>,
 }
 
 impl Gateway {
@@ -64,6 +66,7 @@ impl Gateway {
         table: Arc<ArcSwap<RouteTable>>,
         visibility: Visibility,
         metrics: Arc<Metrics>,
+        connections: Arc<Connections>,
     ) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -76,6 +79,7 @@ impl Gateway {
                 .build(connector),
             next: AtomicUsize::new(0),
             metrics,
+            connections,
         }
     }
 
@@ -192,6 +196,7 @@ impl ServerApp for Gateway {
             .open_connections
             .with_label_values(&[self.visibility.label()]);
         open.inc();
+        let _counted = self.connections.open();
         let this = Arc::clone(self);
         let svc = service_fn(move |req| {
             let this = Arc::clone(&this);

@@ -1,11 +1,13 @@
 //! `knoxy`: the gateway. Serves Knative's KIngress objects (from a directory of YAML files,
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
-//! Usage: `knoxy --config-dir DIR [--http ADDR] [--private-http ADDR] [--admin ADDR]`
+//! Usage: `knoxy --config-dir DIR [--http ADDR] [--private-http ADDR] [--admin ADDR] [--drain-timeout SECONDS]`
 //! (defaults `0.0.0.0:8080` public, `0.0.0.0:8081` private, `0.0.0.0:9090` admin with
-//! `/metrics`, `/healthz`, `/ready`; port 0 picks a free port).
+//! `/metrics`, `/healthz`, `/ready`; port 0 picks a free port). SIGTERM stops accepting and
+//! exits 0 once in-flight requests finish, or after `--drain-timeout` (30 s).
 
 mod admin;
+mod drain;
 mod gateway;
 mod metrics;
 
@@ -30,6 +32,8 @@ struct Args {
     http: SocketAddr,
     private_http: SocketAddr,
     admin: SocketAddr,
+    /// How long SIGTERM waits for in-flight requests before stopping anyway.
+    drain_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -94,17 +98,29 @@ fn main() -> ExitCode {
     };
     let conf = ServerConf {
         threads: 1,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        grace_period_seconds: Some(args.drain_timeout),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let connections = Arc::new(drain::Connections::default());
+    server.add_service(pingora_core::services::background::background_service(
+        "drain",
+        drain::Drain {
+            connections: Arc::clone(&connections),
+        },
+    ));
     for (name, addr, visibility) in [
         ("public", http, Visibility::Public),
         ("private", private_http, Visibility::Private),
     ] {
-        let gateway = Gateway::new(Arc::clone(&table), visibility, Arc::clone(&metrics));
+        let gateway = Gateway::new(
+            Arc::clone(&table),
+            visibility,
+            Arc::clone(&metrics),
+            Arc::clone(&connections),
+        );
         let mut service = Service::new(name.to_owned(), gateway);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
@@ -179,6 +195,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut http: SocketAddr = ([0, 0, 0, 0], 8080).into();
     let mut private_http: SocketAddr = ([0, 0, 0, 0], 8081).into();
     let mut admin: SocketAddr = ([0, 0, 0, 0], 9090).into();
+    let mut drain_timeout = 30;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -186,6 +203,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--http" => http = addr("--http", &value("--http")?)?,
             "--private-http" => private_http = addr("--private-http", &value("--private-http")?)?,
             "--admin" => admin = addr("--admin", &value("--admin")?)?,
+            "--drain-timeout" => {
+                let v = value("--drain-timeout")?;
+                drain_timeout = v
+                    .parse()
+                    .map_err(|_| format!("--drain-timeout {v:?} is not a number of seconds"))?;
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -194,6 +217,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         http,
         private_http,
         admin,
+        drain_timeout,
     })
 }
 

@@ -400,3 +400,39 @@ async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Enabled",
+            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let mut gw = gateway(&dir.0);
+    let url = gw.url("public", "/?sleep=1500");
+    let in_flight = tokio::spawn(async move {
+        fetch(
+            &http1_client(),
+            request_with(Method::GET, &url, &[("host", "hello.example.com")], empty()),
+        )
+        .await
+        .0
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal(knoxy_tests::Signal::SIGTERM);
+    assert_eq!(
+        knoxy_tests::within("request in flight", in_flight)
+            .await
+            .unwrap(),
+        StatusCode::OK
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("knoxy exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
