@@ -436,3 +436,79 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         .expect("knoxy exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// A revision whose Service port is named `http2`: the gateway speaks h2c to it.
+fn h2c_revision(name: &str, pod: &Proc) -> String {
+    revision(name, pod)
+        .replace("name: http,", "name: http2,")
+        .replace("name: http, port:", "name: http2, port:")
+}
+
+#[tokio::test]
+async fn an_http2_service_port_gets_h2c_upstream_and_grpc_streams_pass() {
+    use http::uri::PathAndQuery;
+    use knoxy_tests::grpc::{PingReply, PingRequest};
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "grpc.yaml",
+        &(kingress(
+            "grpc",
+            "Enabled",
+            &rule("grpc.example.com", "ExternalIP", &[("grpc-00001", 100)]),
+        ) + &h2c_revision("grpc-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    let (status, _, body) = get_host(&gw, "public", "grpc.example.com", "/").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        json(&body)["proto"],
+        "HTTP/2.0",
+        "basics/http2: the backend sees HTTP/2"
+    );
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr("public")))
+        .unwrap()
+        .origin("http://grpc.example.com".parse().unwrap());
+    let mut grpc = tonic::client::Grpc::new(
+        knoxy_tests::within("connect", channel.connect())
+            .await
+            .unwrap(),
+    );
+    knoxy_tests::within("ready", grpc.ready()).await.unwrap();
+    let reply: tonic::Response<PingReply> = knoxy_tests::within(
+        "unary",
+        grpc.unary(
+            tonic::Request::new(PingRequest {
+                message: "hi".into(),
+            }),
+            PathAndQuery::from_static("/knoxy.test.Ping/Ping"),
+            tonic_prost::ProstCodec::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.into_inner().message, "pong: hi");
+}
+
+#[tokio::test]
+async fn a_refused_backend_gets_a_prompt_502() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let port = pod.addr("backend").port();
+    drop(pod);
+    let text = kingress("hello", "Enabled", &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]))
+        + &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-abc\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {port}}}]\n");
+    dir.write("hello.yaml", &text);
+    let gw = gateway(&dir.0);
+    let started = Instant::now();
+    assert_eq!(
+        get_host(&gw, "public", "hello.example.com", "/").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no retries: {:?}",
+        started.elapsed()
+    );
+}
