@@ -1,6 +1,6 @@
 """Turns the raw rounds of a side-by-side benchmark into a Markdown table of medians.
 
-Input: raw.tsv (name, round, cpu ticks, base64 wrk output), rss.tsv (name, VmHWM kB),
+Input: a title, raw.tsv (name, round, cpu ticks, base64 wrk output), rss.tsv (name, VmHWM kB),
 clock ticks per second, rounds, seconds. Ratios are per round against HAProxy, then medians.
 """
 import base64
@@ -9,7 +9,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-raw, rss_file, hz, rounds, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+title, raw, rss_file, hz, rounds, secs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -36,7 +36,7 @@ for line in open(raw):
 rss = {n: int(kb) for n, kb in (l.split() for l in open(rss_file))}
 base = rows["haproxy"]
 
-print(f"# knoxy-queue vs HAProxy and nginx ({rounds} rounds of {secs} s, medians)\n")
+print(f"# {title} ({rounds} rounds of {secs} s, medians)\n")
 print("`wrk -t1 -c50`, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); "
       "CPU/req = (utime+stime of the proxy) / requests; ratios per round against HAProxy, then the median.\n")
 print("| proxy | req/s | p50 ms | p99 ms | CPU µs/req | CPU ratio | p99 ratio | peak RSS MB | errors |")

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The knoxy gateway against HAProxy and nginx as plain reverse proxies, side by side in one run.
+#
+# Setup (issue #3): as bench/queue.sh (`wrk -t1 -c50`, HTTP/1.1 keep-alive, 13-byte nginx
+# backend), the gateway doing host routing into a 50/50 split with appendHeaders, metrics on.
+#
+#   bench/gateway.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 8 s)
+# Writes bench/results/gateway-<date>.md and prints it.
+set -euo pipefail
+ROUNDS=${1:-5}
+SECS=${2:-8}
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d /tmp/knoxy-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+source bench/peers.sh
+cargo build --release -q -p knoxy
+GATEWAY=18201; PRIVATE=18202; ADMIN=18203
+require_free $GATEWAY $PRIVATE $ADMIN
+start_peers 18080 18101 18102
+
+# Two revisions, both backed by the nginx backend, split 50/50 under one host.
+mkdir -p "$WORK/config"
+for rev in hello-00001 hello-00002; do
+  cat >> "$WORK/config/revisions.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $rev, namespace: default}
+spec:
+  ports: [{name: http, port: 80, targetPort: $BACKEND}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $rev-x, namespace: default, labels: {kubernetes.io/service-name: $rev}}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1]}]
+ports: [{name: http, port: $BACKEND}]
+---
+YAML
+done
+cat > "$WORK/config/hello.yaml" <<YAML
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  namespace: default
+  annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {serviceNamespace: default, serviceName: hello-00001, servicePort: 80, percent: 50,
+           appendHeaders: {Knative-Serving-Revision: hello-00001, Knative-Serving-Namespace: default}}
+        - {serviceNamespace: default, serviceName: hello-00002, servicePort: 80, percent: 50,
+           appendHeaders: {Knative-Serving-Revision: hello-00002, Knative-Serving-Namespace: default}}
+YAML
+target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$GATEWAY --private-http 127.0.0.1:$PRIVATE \
+  --admin 127.0.0.1:$ADMIN >"$WORK/knoxy.log" 2>&1 &
+PIDS+=($!); GATEWAY_PID=$!
+sleep 1
+HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, metrics) vs HAProxy and nginx" \
+  "bench/results/gateway-$(date -u +%Y-%m-%d).md" \
+  "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" "knoxy:$GATEWAY:$GATEWAY_PID"

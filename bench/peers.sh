@@ -1,0 +1,112 @@
+# Sourced by the side-by-side benchmarks: the peers (HAProxy and nginx as plain reverse
+# proxies) and the nginx backend they all front, the alternating rounds, and the report.
+# Expects ROUNDS, SECS, WORK and PIDS (an array, killed by the caller's trap).
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# require_free PORT...: fails when something already listens there (it would be measured instead).
+require_free() {
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use" >&2; exit 1; fi
+  done
+}
+
+# start_peers BACKEND HAPROXY NGINX: the 13-byte nginx backend (1 worker) and both peers
+# (HAProxy 1 thread with http-reuse always; nginx 1 worker with upstream keep-alive).
+# Sets HAPROXY_PID and NGINX_PID (the worker, which does the work).
+start_peers() {
+  BACKEND=$1; HAPROXY=$2; NGINX=$3
+  require_free "$BACKEND" "$HAPROXY" "$NGINX"
+  mkdir -p "$WORK"/{backend,proxy}
+  cat > "$WORK/backend/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/backend/nginx.pid;
+error_log $WORK/backend/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    location / { default_type text/plain; return 200 "Hello, World!"; }
+  }
+}
+NGX
+  cat > "$WORK/proxy/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $WORK/proxy/nginx.pid;
+error_log $WORK/proxy/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+  cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAPROXY
+  default_backend be
+backend be
+  server s1 127.0.0.1:$BACKEND
+HAP
+  nginx -c "$WORK/backend/nginx.conf" -p "$WORK/backend" & PIDS+=($!)
+  nginx -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" & PIDS+=($!)
+  haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HAPROXY_PID=$!
+  sleep 0.5
+  NGINX_PID=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
+}
+
+# run_rounds TITLE OUT TARGET... with TARGET name:port:pid; HOST, when set, is sent as the
+# Host header to every target. Warms each target up, alternates them ROUNDS times, writes the report to OUT.
+run_rounds() {
+  local title=$1 report=$2; shift 2
+  local targets=("$@") raw=$WORK/raw.tsv rss=$WORK/rss.tsv
+  cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+  for target in "${targets[@]}"; do
+    IFS=: read -r name port _ <<<"$target"
+    curl -sf -o /dev/null ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" || { echo "$name on $port is not answering" >&2; exit 1; }
+    wrk -t1 -c50 -d2s ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" >/dev/null  # warm-up: connections, pools, page faults
+  done
+  : > "$raw"
+  for round in $(seq 1 "$ROUNDS"); do
+    for target in "${targets[@]}"; do
+      IFS=: read -r name port pid <<<"$target"
+      before=$(cpu "$pid")
+      result=$(wrk -t1 -c50 -d"${SECS}s" --latency ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/")
+      after=$(cpu "$pid")
+      printf '%s\t%s\t%s\t%s\n' "$name" "$round" "$((after - before))" "$(echo "$result" | base64 -w0)" >> "$raw"
+      echo "round $round $name done" >&2
+    done
+  done
+  : > "$rss"
+  for target in "${targets[@]}"; do
+    IFS=: read -r name _ pid <<<"$target"
+    printf '%s\t%s\n' "$name" "$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")" >> "$rss"
+  done
+  python3 bench/report.py "$title" "$raw" "$rss" "$(getconf CLK_TCK)" "$ROUNDS" "$SECS" > "$report"
+  cat "$report"
+}
