@@ -189,7 +189,7 @@ impl ServerApp for Gateway {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
-        _shutdown: &ShutdownWatch,
+        shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let open = self
             .metrics
@@ -202,9 +202,19 @@ impl ServerApp for Gateway {
             let this = Arc::clone(&this);
             async move { Ok::<_, Infallible>(this.serve(req).await) }
         });
-        let _ = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .await;
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let mut shutdown = shutdown.clone();
+        // On SIGTERM (Pingora's ShutdownWatch) idle keep-alive connections close at once and
+        // busy ones after their in-flight requests.
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
         open.dec();
         None
     }

@@ -423,7 +423,12 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         .await
         .0
     });
+    // An idle keep-alive connection must not hold the drain up.
+    let idle = tokio::net::TcpStream::connect(gw.addr("public"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
     gw.signal(knoxy_tests::Signal::SIGTERM);
     assert_eq!(
         knoxy_tests::within("request in flight", in_flight)
@@ -435,6 +440,12 @@ async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         .wait_exit(Duration::from_secs(15))
         .expect("knoxy exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "drained in {:?}, not at the 30 s bound",
+        signalled.elapsed()
+    );
+    drop(idle);
 }
 
 /// A revision whose Service port is named `http2`: the gateway speaks h2c to it.
