@@ -25,6 +25,7 @@ use knoxy_control::route::{HostTable, Route, RouteTable, Split, Target};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::drain::Connections;
 use crate::metrics::Metrics;
@@ -59,6 +60,8 @@ pub struct Gateway {
     next: AtomicUsize,
     metrics: Arc<Metrics>,
     connections: Arc<Connections>,
+    /// Set on the HTTPS listeners.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Gateway {
@@ -67,6 +70,7 @@ impl Gateway {
         visibility: Visibility,
         metrics: Arc<Metrics>,
         connections: Arc<Connections>,
+        tls: Option<TlsAcceptor>,
     ) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -80,6 +84,7 @@ impl Gateway {
             next: AtomicUsize::new(0),
             metrics,
             connections,
+            tls,
         }
     }
 
@@ -120,7 +125,7 @@ impl Gateway {
             return (text(StatusCode::NOT_FOUND, "no route\n"), None);
         };
         let ingress = Some(Arc::clone(&route.ingress));
-        if route.redirect_https && self.visibility == Visibility::Public {
+        if route.redirect_https && self.visibility == Visibility::Public && self.tls.is_none() {
             return (redirect(&host, req.uri()), ingress);
         }
         let Some(split) = route.pick(fastrand::u32(0..100)) else {
@@ -203,6 +208,17 @@ impl ServerApp for Gateway {
             async move { Ok::<_, Infallible>(this.serve(req).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
+        // HTTPS: hyper then picks h2 or HTTP/1.1 by the preface, which follows the ALPN choice.
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(stream),
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls) => Box::new(tls),
+                Err(_) => {
+                    open.dec();
+                    return None;
+                }
+            },
+        };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         tokio::pin!(conn);
         let mut shutdown = shutdown.clone();
@@ -219,6 +235,10 @@ impl ServerApp for Gateway {
         None
     }
 }
+
+/// A client connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 // === Helpers ===
 

@@ -1,15 +1,21 @@
 //! `knoxy`: the gateway. Serves Knative's KIngress objects (from a directory of YAML files,
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
-//! Usage: `knoxy --config-dir DIR [--http ADDR] [--private-http ADDR] [--admin ADDR] [--drain-timeout SECONDS]`
-//! (defaults `0.0.0.0:8080` public, `0.0.0.0:8081` private, `0.0.0.0:9090` admin with
-//! `/metrics`, `/healthz`, `/ready`; port 0 picks a free port). SIGTERM stops accepting and
-//! exits 0 once in-flight requests finish, or after `--drain-timeout` (30 s).
+//! Usage: `knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR]
+//! [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS]`. Defaults: public
+//! `0.0.0.0:8080`/`8443`, private (cluster-local) `8081`/`8444`, admin `9090` with `/metrics`,
+//! `/healthz`, `/ready`; port 0 picks a free port. SIGTERM stops accepting and exits 0 once
+//! in-flight requests finish, or after `--drain-timeout` (30 s).
+//!
+//! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
+//! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
+//! fixed certificate files).
 
 mod admin;
 mod drain;
 mod gateway;
 mod metrics;
+mod tls;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -23,26 +29,31 @@ use knoxy_control::files;
 use knoxy_control::route::RouteTable;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 use gateway::{Gateway, Visibility};
 
 struct Args {
     config_dir: PathBuf,
-    http: SocketAddr,
-    private_http: SocketAddr,
-    admin: SocketAddr,
+    /// (label, address) of every listener, in the order they are announced.
+    listeners: Vec<(&'static str, SocketAddr)>,
     /// How long SIGTERM waits for in-flight requests before stopping anyway.
     drain_timeout: u64,
+}
+
+/// What every listener reads: the routes and the certificates, swapped in together.
+struct Tables {
+    routes: Arc<ArcSwap<RouteTable>>,
+    certs: Arc<ArcSwap<tls::CertStore>>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!(
-                "knoxy: {e}\nusage: knoxy --config-dir DIR [--http ADDR] [--private-http ADDR]"
-            );
+            eprintln!("knoxy: {e}\nusage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS]");
             return ExitCode::from(64);
         }
     };
@@ -53,11 +64,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let tables = Arc::new(Tables {
+        routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+        certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
+        metrics,
+    });
     // The first load must succeed; later failures keep the last good table.
-    let started = Instant::now();
     match files::load_dir(&args.config_dir) {
-        Ok(snap) => install(&table, &metrics, &snap, started),
+        Ok(snap) => tables.install(&snap, Instant::now()),
         Err(errors) => {
             for e in errors {
                 eprintln!("knoxy: {e}");
@@ -65,14 +79,14 @@ fn main() -> ExitCode {
             return ExitCode::from(65);
         }
     }
-    let (watched, watch_metrics) = (Arc::clone(&table), Arc::clone(&metrics));
+    let watched = Arc::clone(&tables);
     let _watch = match files::watch(&args.config_dir, move |loaded| match loaded {
         Ok(snap) => {
-            install(&watched, &watch_metrics, &snap, Instant::now());
+            watched.install(&snap, Instant::now());
             eprintln!("knoxy: configuration loaded");
         }
         Err(errors) => {
-            watch_metrics.table_load_failures.inc();
+            watched.metrics.table_load_failures.inc();
             for e in errors {
                 eprintln!("knoxy: {e} (keeping the last good configuration)");
             }
@@ -84,18 +98,26 @@ fn main() -> ExitCode {
             return ExitCode::from(74);
         }
     };
-
-    let (http, private_http, admin) = match (
-        concrete(args.http),
-        concrete(args.private_http),
-        concrete(args.admin),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let listeners = match args
+        .listeners
+        .iter()
+        .map(|(l, a)| concrete(*a).map(|a| (*l, a)))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(l) => l,
+        Err(e) => {
             eprintln!("knoxy: cannot listen: {e}");
             return ExitCode::from(74);
         }
     };
+    let acceptor = match tls::acceptor(Arc::clone(&tables.certs)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("knoxy: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let conf = ServerConf {
         threads: 1,
         grace_period_seconds: Some(args.drain_timeout),
@@ -105,68 +127,71 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let connections = Arc::new(drain::Connections::default());
-    server.add_service(pingora_core::services::background::background_service(
+    server.add_service(background_service(
         "drain",
         drain::Drain {
             connections: Arc::clone(&connections),
         },
     ));
-    for (name, addr, visibility) in [
-        ("public", http, Visibility::Public),
-        ("private", private_http, Visibility::Private),
-    ] {
-        let gateway = Gateway::new(
-            Arc::clone(&table),
-            visibility,
-            Arc::clone(&metrics),
-            Arc::clone(&connections),
-        );
-        let mut service = Service::new(name.to_owned(), gateway);
+    for (label, addr) in &listeners {
+        let app = |visibility, tls: bool| {
+            let acceptor = tls.then(|| acceptor.clone());
+            let (metrics, connections) = (Arc::clone(&tables.metrics), Arc::clone(&connections));
+            Gateway::new(
+                Arc::clone(&tables.routes),
+                visibility,
+                metrics,
+                connections,
+                acceptor,
+            )
+        };
+        let mut service = match *label {
+            "public" => Service::new(label.to_string(), app(Visibility::Public, false)),
+            "https" => Service::new(label.to_string(), app(Visibility::Public, true)),
+            "private" => Service::new(label.to_string(), app(Visibility::Private, false)),
+            "private-https" => Service::new(label.to_string(), app(Visibility::Private, true)),
+            _ => {
+                let mut admin = Service::new(
+                    label.to_string(),
+                    admin::Admin {
+                        metrics: Arc::clone(&tables.metrics),
+                    },
+                );
+                admin.add_tcp(&addr.to_string());
+                server.add_service(admin);
+                continue;
+            }
+        };
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let mut service = Service::new(
-        "admin".to_owned(),
-        admin::Admin {
-            metrics: Arc::clone(&metrics),
-        },
-    );
-    service.add_tcp(&admin.to_string());
-    server.add_service(service);
-    announce_when_listening(vec![
-        ("public", http),
-        ("private", private_http),
-        ("admin", admin),
-    ]);
+    announce_when_listening(listeners);
     server.run_forever()
 }
 
-/// Derives the table from a loaded snapshot and swaps it in; records the load.
-fn install(
-    table: &ArcSwap<RouteTable>,
-    metrics: &metrics::Metrics,
-    snap: &Snapshot,
-    started: Instant,
-) {
-    let derived = derive(snap, &DeriveConfig::default());
-    let served = derived
-        .status
-        .values()
-        .filter(|s| matches!(s, IngressStatus::Ready { .. }))
-        .count();
-    for (key, status) in &derived.status {
-        if !matches!(status, IngressStatus::Ready { .. }) {
-            eprintln!("knoxy: KIngress {key} is not served: {status:?}");
+impl Tables {
+    /// Derives the table from a loaded snapshot and swaps routes and certificates in.
+    fn install(&self, snap: &Snapshot, started: Instant) {
+        let derived = derive(snap, &DeriveConfig::default());
+        let mut served = 0;
+        for (key, status) in &derived.status {
+            match status {
+                IngressStatus::Ready { .. } => served += 1,
+                other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
+            }
         }
+        let (certs, problems) = tls::CertStore::build(&derived.table.certs);
+        for p in problems {
+            eprintln!("knoxy: {p}");
+        }
+        self.certs.store(Arc::new(certs));
+        self.routes.store(Arc::new(derived.table));
+        self.metrics.table_generation.inc();
+        self.metrics.table_ingresses.set(served);
+        self.metrics
+            .table_load_seconds
+            .set(started.elapsed().as_secs_f64());
     }
-    table.store(Arc::new(derived.table));
-    metrics.table_generation.inc();
-    metrics
-        .table_ingresses
-        .set(i64::try_from(served).unwrap_or(i64::MAX));
-    metrics
-        .table_load_seconds
-        .set(started.elapsed().as_secs_f64());
 }
 
 /// Prints `listening on <label> <addr>` once each address accepts connections (Pingora binds
@@ -191,38 +216,48 @@ fn concrete(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+    let mut listeners = vec![
+        ("public", any(8080)),
+        ("https", any(8443)),
+        ("private", any(8081)),
+        ("private-https", any(8444)),
+        ("admin", any(9090)),
+    ];
     let mut config_dir = None;
-    let mut http: SocketAddr = ([0, 0, 0, 0], 8080).into();
-    let mut private_http: SocketAddr = ([0, 0, 0, 0], 8081).into();
-    let mut admin: SocketAddr = ([0, 0, 0, 0], 9090).into();
     let mut drain_timeout = 30;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--config-dir" => config_dir = Some(PathBuf::from(value("--config-dir")?)),
-            "--http" => http = addr("--http", &value("--http")?)?,
-            "--private-http" => private_http = addr("--private-http", &value("--private-http")?)?,
-            "--admin" => admin = addr("--admin", &value("--admin")?)?,
+        let label = match arg.as_str() {
+            "--config-dir" => {
+                config_dir = Some(PathBuf::from(value("--config-dir")?));
+                continue;
+            }
             "--drain-timeout" => {
                 let v = value("--drain-timeout")?;
                 drain_timeout = v
                     .parse()
                     .map_err(|_| format!("--drain-timeout {v:?} is not a number of seconds"))?;
+                continue;
             }
+            "--http" => "public",
+            "--https" => "https",
+            "--private-http" => "private",
+            "--private-https" => "private-https",
+            "--admin" => "admin",
             other => return Err(format!("unknown argument {other:?}")),
+        };
+        let v = value(&arg)?;
+        let addr = v
+            .parse()
+            .map_err(|_| format!("{arg} {v:?} is not an address such as 0.0.0.0:8080"))?;
+        if let Some(slot) = listeners.iter_mut().find(|(l, _)| *l == label) {
+            slot.1 = addr;
         }
     }
     Ok(Args {
         config_dir: config_dir.ok_or("--config-dir is required")?,
-        http,
-        private_http,
-        admin,
+        listeners,
         drain_timeout,
     })
-}
-
-fn addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag} {value:?} is not an address such as 0.0.0.0:8080"))
 }

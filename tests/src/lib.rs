@@ -87,18 +87,18 @@ pub fn queue(user_port: u16) -> ProcBuilder {
 /// `knoxy` serving the YAML objects of `config_dir`, public and private HTTP on ephemeral
 /// loopback ports (labels `public`, `private`).
 pub fn gateway(config_dir: &std::path::Path) -> Proc {
-    Proc::builder("knoxy")
-        .arg("--config-dir")
-        .arg(config_dir)
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--private-http",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .wait_for(&["public", "private", "admin"])
+    let mut builder = Proc::builder("knoxy").arg("--config-dir").arg(config_dir);
+    for flag in [
+        "--http",
+        "--https",
+        "--private-http",
+        "--private-https",
+        "--admin",
+    ] {
+        builder = builder.args([flag, "127.0.0.1:0"]);
+    }
+    builder
+        .wait_for(&["public", "https", "private", "private-https", "admin"])
         .spawn()
 }
 

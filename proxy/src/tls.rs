@@ -1,0 +1,78 @@
+//! TLS on the gateway's HTTPS listeners: the certificate is chosen by SNI from the KIngress
+//! `tls` entries of the current table; ALPN offers h2 and http/1.1. The handshake runs on
+//! the TCP connections Pingora's listeners accept (tokio-rustls), so a new table's
+//! certificates apply to the next handshake without restarting a listener.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use knoxy_control::route::Cert;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+/// Certificates by host, rebuilt with every table (parsed once, not per handshake).
+#[derive(Debug, Default)]
+pub struct CertStore {
+    by_host: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Parses each KIngress certificate; an entry that does not parse is reported and skipped.
+    pub fn build(certs: &[Cert]) -> (CertStore, Vec<String>) {
+        let mut store = CertStore::default();
+        let mut problems = Vec::new();
+        for cert in certs {
+            match certified(cert) {
+                Ok(key) => {
+                    let key = Arc::new(key);
+                    for host in &cert.hosts {
+                        store
+                            .by_host
+                            .entry(host.to_ascii_lowercase())
+                            .or_insert_with(|| Arc::clone(&key));
+                    }
+                }
+                Err(e) => problems.push(format!("certificate for {:?}: {e}", cert.hosts)),
+            }
+        }
+        (store, problems)
+    }
+}
+
+fn certified(cert: &Cert) -> Result<CertifiedKey, String> {
+    let chain = rustls_pemfile::certs(&mut &cert.cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no certificate".to_owned());
+    }
+    let key = rustls_pemfile::private_key(&mut &cert.key_pem[..])
+        .map_err(|e| e.to_string())?
+        .ok_or("tls.key holds no private key")?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// Looks the SNI name up in the current store; no match fails the handshake.
+#[derive(Debug)]
+struct BySni(Arc<ArcSwap<CertStore>>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        self.0.load().by_host.get(&name).cloned()
+    }
+}
+
+pub fn acceptor(store: Arc<ArcSwap<CertStore>>) -> Result<TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni(store)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
