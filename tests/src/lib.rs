@@ -625,6 +625,42 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Writes raw `request` bytes on a new connection while reading until the server closes; the
+/// bytes read. A reset after the response (the server closing with unread input) ends the read.
+pub async fn exchange(addr: SocketAddr, request: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move {
+        // The server may answer and close before it has read everything.
+        let _ = writer.write_all(&request).await;
+        writer
+    });
+    let mut received = Vec::new();
+    within("the server to answer and close", async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    write.abort();
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Status codes of every response in a raw HTTP/1 byte stream.
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.")
+        .filter(|(at, _)| *at == 0 || raw[..*at].ends_with("\r\n"))
+        .filter_map(|(at, _)| raw[at..].split(' ').nth(1)?.parse().ok())
+        .collect()
+}
+
 /// The backend's `/-/stats` document.
 pub async fn backend_stats(backend: &Proc) -> serde_json::Value {
     let (status, _, body) = get(&backend.url("backend", "/-/stats")).await;

@@ -3,16 +3,13 @@
 //! serving port, which it must answer with a 4xx while it keeps serving.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::process::ExitStatus;
 
 use http::{Method, StatusCode};
 use knoxy_tests::{
-    backend, backend_stats, empty, fetch, get, http1_client, json, queue, queue_env, request_with,
-    within_for, Proc, TIMEOUT,
+    backend, backend_stats, empty, exchange, fetch, get, http1_client, json, queue, queue_env,
+    request_with, statuses, Proc, TIMEOUT,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 fn port(b: &Proc) -> u16 {
     b.addr("backend").port()
@@ -172,41 +169,6 @@ fn a_port_already_in_use_fails_start_up_with_exit_one() {
 }
 
 // === Malformed requests ===
-
-/// Writes `request` on a new connection while reading until the server closes; the bytes read.
-/// A reset after the response (the server closing with unread input) ends the read.
-async fn exchange(addr: SocketAddr, request: Vec<u8>) -> String {
-    let stream = within_for(TIMEOUT, "connect", TcpStream::connect(addr))
-        .await
-        .unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let write = tokio::spawn(async move {
-        // The server may answer and close before it has read everything.
-        let _ = writer.write_all(&request).await;
-        writer
-    });
-    let mut received = Vec::new();
-    within_for(TIMEOUT, "the server to answer and close", async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    write.abort();
-    String::from_utf8_lossy(&received).into_owned()
-}
-
-/// Status codes of every response in a raw HTTP/1 byte stream.
-fn statuses(raw: &str) -> Vec<u16> {
-    raw.match_indices("HTTP/1.")
-        .filter(|(at, _)| *at == 0 || raw[..*at].ends_with("\r\n"))
-        .filter_map(|(at, _)| raw[at..].split(' ').nth(1)?.parse().ok())
-        .collect()
-}
 
 async fn assert_still_serving(q: &Proc, after: &str) {
     let (status, _, body) = get(&q.url("main", "/after")).await;
