@@ -523,3 +523,53 @@ async fn a_refused_backend_gets_a_prompt_502() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn there_is_no_gateway_timeout_before_the_headers_or_mid_body() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &(kingress(
+            "hello",
+            "Enabled",
+            &rule("slow.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ) + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    let client = http1_client();
+    // Bounded at 30 s, past the harness's usual 10 s.
+    let slow = |path: &str| {
+        let req = request_with(
+            Method::GET,
+            &gw.url("public", path),
+            &[("host", "slow.example.com")],
+            empty(),
+        );
+        let client = client.clone();
+        async move {
+            knoxy_tests::within_for(Duration::from_secs(30), "a slow response", async {
+                let response = client.request(req).await.unwrap();
+                let status = response.status();
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
+            .await
+        }
+    };
+    let (before, mid) = tokio::join!(slow("/?sleep=10500"), slow("/?stream=1&n=2&gap=10500"));
+    assert_eq!(
+        before.0,
+        StatusCode::OK,
+        "10.5 s before the headers: {}",
+        before.1
+    );
+    assert_eq!(
+        (mid.0, mid.1.as_str()),
+        (StatusCode::OK, "chunk0\nchunk1\n"),
+        "10.5 s mid-body"
+    );
+}
