@@ -573,3 +573,75 @@ async fn there_is_no_gateway_timeout_before_the_headers_or_mid_body() {
         "10.5 s mid-body"
     );
 }
+
+#[tokio::test]
+async fn table_updates_under_a_continuous_prober_fail_no_request() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    dir.write("rev.yaml", &revision("hello-00001", &pod));
+    dir.write(
+        "a.yaml",
+        &kingress(
+            "a",
+            "Enabled",
+            &rule("a.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ),
+    );
+    let gw = gateway(&dir.0);
+    let url = gw.url("public", "/");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        async move {
+            let client = http1_client();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = request_with(Method::GET, &url, &[("host", "a.example.com")], empty());
+                match knoxy_tests::try_send(&client, req).await {
+                    Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    for i in 0..20 {
+        // Other ingresses come and go, and a.example.com's own object is rewritten.
+        dir.write(
+            &format!("other-{}.yaml", i % 3),
+            &kingress(
+                &format!("other-{i}"),
+                "Enabled",
+                &rule(
+                    &format!("o{i}.example.com"),
+                    "ExternalIP",
+                    &[("hello-00001", 100)],
+                ),
+            ),
+        );
+        dir.write(
+            "a.yaml",
+            &kingress(
+                "a",
+                "Enabled",
+                &rule("a.example.com", "ExternalIP", &[("hello-00001", 100)]),
+            ),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = knoxy_tests::within("prober", prober).await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failures: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "the prober ran: {ok}");
+    let metrics = knoxy_tests::get(&gw.url("admin", "/metrics")).await.2;
+    assert!(
+        !metrics.contains("knoxy_route_table_generation 1\n"),
+        "the table was replaced: {metrics}"
+    );
+}
