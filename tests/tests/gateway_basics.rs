@@ -32,6 +32,24 @@ fn rule(hosts: &str, visibility: &str, splits: &[(&str, u32)]) -> String {
     format!("  - hosts: [{hosts}]\n    visibility: {visibility}\n    http:\n      paths:\n      - appendHeaders: {{X-Path: base}}\n        splits:\n{splits}")
 }
 
+/// One revision (a test backend) behind a KIngress `name` with one ExternalIP rule for
+/// `host`, served by a fresh gateway; the backend and directory live as long as the tuple.
+fn one_host(name: &str, http_option: &str, host: &str) -> (Proc, TempDir, Proc) {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let ingress = kingress(
+        name,
+        http_option,
+        &rule(host, "ExternalIP", &[("hello-00001", 100)]),
+    );
+    dir.write(
+        &format!("{name}.yaml"),
+        &(ingress + &revision("hello-00001", &pod)),
+    );
+    let gw = gateway(&dir.0);
+    (pod, dir, gw)
+}
+
 async fn get_host(
     gw: &Proc,
     listener: &str,
@@ -180,17 +198,7 @@ async fn a_split_sends_each_revision_its_share_and_percent_zero_none() {
 
 #[tokio::test]
 async fn redirected_sends_public_plain_http_to_https() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write(
-        "hello.yaml",
-        &(kingress(
-            "hello",
-            "Redirected",
-            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ) + &revision("hello-00001", &pod)),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, _dir, gw) = one_host("hello", "Redirected", "hello.example.com");
     let (status, headers, _) = get_host(&gw, "public", "hello.example.com", "/a?b=1").await;
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(headers["location"], "https://hello.example.com/a?b=1");
@@ -261,17 +269,7 @@ async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
 async fn websocket_upgrades_are_tunnelled_on_every_route() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write(
-        "hello.yaml",
-        &(kingress(
-            "hello",
-            "Enabled",
-            &rule("ws.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ) + &revision("hello-00001", &pod)),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "ws.example.com");
     let mut req = format!("ws://{}/ws", gw.addr("public"))
         .into_client_request()
         .unwrap();
@@ -339,17 +337,7 @@ async fn override_probes_come_back_with_the_kingress_hash_and_others_unchanged()
 
 #[tokio::test]
 async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write(
-        "hello.yaml",
-        &(kingress(
-            "hello",
-            "Enabled",
-            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ) + &revision("hello-00001", &pod)),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "hello.example.com");
     for _ in 0..3 {
         assert_eq!(
             get_host(&gw, "public", "hello.example.com", "/").await.0,
@@ -403,17 +391,7 @@ async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
 
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write(
-        "hello.yaml",
-        &(kingress(
-            "hello",
-            "Enabled",
-            &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ) + &revision("hello-00001", &pod)),
-    );
-    let mut gw = gateway(&dir.0);
+    let (_pod, _dir, mut gw) = one_host("hello", "Enabled", "hello.example.com");
     let url = gw.url("public", "/?sleep=1500");
     let in_flight = tokio::spawn(async move {
         fetch(
@@ -526,17 +504,7 @@ async fn a_refused_backend_gets_a_prompt_502() {
 
 #[tokio::test]
 async fn there_is_no_gateway_timeout_before_the_headers_or_mid_body() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write(
-        "hello.yaml",
-        &(kingress(
-            "hello",
-            "Enabled",
-            &rule("slow.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ) + &revision("hello-00001", &pod)),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "slow.example.com");
     let client = http1_client();
     // Bounded at 30 s, past the harness's usual 10 s.
     let slow = |path: &str| {
