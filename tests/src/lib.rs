@@ -625,6 +625,54 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// GET `path` on an established connection (TLS, say), as HTTP/2 when `h2` (the ALPN choice)
+/// else HTTP/1.1, with `authority` as the Host; (status, version, body).
+pub async fn get_over<IO>(
+    io: IO,
+    h2: bool,
+    authority: &str,
+    path: &str,
+) -> (StatusCode, http::Version, String)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    let empty = || Empty::<Bytes>::new();
+    let response = if h2 {
+        let (mut sender, conn) = within(
+            "h2 handshake",
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://{authority}{path}"))
+            .body(empty())
+            .expect("request");
+        within("h2 response", sender.send_request(req))
+            .await
+            .expect("h2 response")
+    } else {
+        let (mut sender, conn) = within("h1 handshake", hyper::client::conn::http1::handshake(io))
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", authority)
+            .body(empty())
+            .expect("request");
+        within("h1 response", sender.send_request(req))
+            .await
+            .expect("h1 response")
+    };
+    let (status, version) = (response.status(), response.version());
+    let body = within("response body", response.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, version, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Writes raw `request` bytes on a new connection while reading until the server closes; the
 /// bytes read. A reset after the response (the server closing with unread input) ends the read.
 pub async fn exchange(addr: SocketAddr, request: Vec<u8>) -> String {

@@ -5,11 +5,8 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use knoxy_tests::{backend, gateway, json, within, Proc, TempDir};
+use http::{StatusCode, Version};
+use knoxy_tests::{backend, gateway, get_over, json, within, Proc, TempDir};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
@@ -63,40 +60,7 @@ async fn get_tls(
     )
     .await?;
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(stream);
-    let response = if h2 {
-        let (mut sender, conn) = within(
-            "h2",
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(format!("https://{sni}/"))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        within("h2 response", sender.send_request(req))
-            .await
-            .unwrap()
-    } else {
-        let (mut sender, conn) = within("h1", hyper::client::conn::http1::handshake(io))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/")
-            .header("host", sni)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        within("h1 response", sender.send_request(req))
-            .await
-            .unwrap()
-    };
-    let (status, version) = (response.status(), response.version());
-    let body = within("body", response.into_body().collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    Ok((status, version, String::from_utf8_lossy(&body).into_owned()))
+    Ok(get_over(stream, h2, sni, "/").await)
 }
 
 #[tokio::test]

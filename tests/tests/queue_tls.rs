@@ -8,10 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{StatusCode, Version};
 use knoxy_tests::{backend, get, json, queue, within, Proc};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
@@ -104,41 +101,7 @@ async fn handshake(q: &Proc, connector: &TlsConnector) -> std::io::Result<TlsStr
 /// GET `path` over an established TLS stream, as HTTP/2 if ALPN chose h2, else HTTP/1.1.
 async fn get_over(tls: TlsStream<TcpStream>, path: &str) -> (StatusCode, Version, Value) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(tls);
-    let response = if h2 {
-        let (mut sender, conn) = within(
-            "h2 handshake",
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(format!("https://{SERVER_NAME}{path}"))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        within("h2 response", sender.send_request(req))
-            .await
-            .unwrap()
-    } else {
-        let (mut sender, conn) = within("h1 handshake", hyper::client::conn::http1::handshake(io))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", SERVER_NAME)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        within("h1 response", sender.send_request(req))
-            .await
-            .unwrap()
-    };
-    let status = response.status();
-    let version = response.version();
-    let body = within("response body", response.into_body().collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    let (status, version, text) = knoxy_tests::get_over(tls, h2, SERVER_NAME, path).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     (status, version, json(&text))
 }
