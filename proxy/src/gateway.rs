@@ -62,6 +62,8 @@ pub struct Gateway {
     connections: Arc<Connections>,
     /// Set on the HTTPS listeners.
     tls: Option<TlsAcceptor>,
+    /// One JSON line per request on stdout (`--access-log`; off by default).
+    access_log: bool,
 }
 
 impl Gateway {
@@ -71,6 +73,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         connections: Arc<Connections>,
         tls: Option<TlsAcceptor>,
+        access_log: bool,
     ) -> Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -85,15 +88,35 @@ impl Gateway {
             metrics,
             connections,
             tls,
+            access_log,
         }
     }
 
     /// The request path, then the record step: metrics by listener, KIngress and code.
     async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
         let started = std::time::Instant::now();
+        // Only what the access log needs, and only when it is on.
+        let logged = self.access_log.then(|| {
+            (
+                req.method().clone(),
+                host_of(&req).to_owned(),
+                req.uri().to_string(),
+            )
+        });
         let (response, ingress) = self.route_and_forward(req).await;
         let listener = self.visibility.label();
         let ingress = ingress.as_deref().unwrap_or("");
+        if let Some((method, host, uri)) = logged {
+            access_log(
+                listener,
+                ingress,
+                &method,
+                &host,
+                &uri,
+                response.status(),
+                started.elapsed(),
+            );
+        }
         self.metrics
             .requests
             .with_label_values(&[listener, ingress, response.status().as_str()])
@@ -276,6 +299,52 @@ fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split) {
             req.headers_mut().insert(header::HOST, a);
         }
     }
+}
+
+/// One structured access-log line (JSON) on stdout.
+fn access_log(
+    listener: &str,
+    ingress: &str,
+    method: &http::Method,
+    host: &str,
+    uri: &str,
+    status: StatusCode,
+    took: std::time::Duration,
+) {
+    use std::io::Write as _;
+    let mut line = String::with_capacity(160);
+    line.push_str("{\"listener\":");
+    push_json(&mut line, listener);
+    for (key, value) in [
+        ("ingress", ingress),
+        ("method", method.as_str()),
+        ("host", host),
+        ("uri", uri),
+    ] {
+        line.push_str(",\"");
+        line.push_str(key);
+        line.push_str("\":");
+        push_json(&mut line, value);
+    }
+    line.push_str(&format!(
+        ",\"status\":{},\"duration_ms\":{:.3}}}\n",
+        status.as_u16(),
+        took.as_secs_f64() * 1000.0
+    ));
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+fn push_json(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn host_of<B>(req: &Request<B>) -> &str {

@@ -2,7 +2,7 @@
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
 //! Usage: `knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR]
-//! [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS]`. Defaults: public
+//! [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS] [--access-log]`. Defaults: public
 //! `0.0.0.0:8080`/`8443`, private (cluster-local) `8081`/`8444`, admin `9090` with `/metrics`,
 //! `/healthz`, `/ready`; port 0 picks a free port. SIGTERM stops accepting and exits 0 once
 //! in-flight requests finish, or after `--drain-timeout` (30 s).
@@ -40,6 +40,7 @@ struct Args {
     listeners: Vec<(&'static str, SocketAddr)>,
     /// How long SIGTERM waits for in-flight requests before stopping anyway.
     drain_timeout: u64,
+    access_log: bool,
 }
 
 /// What every listener reads: the routes and the certificates, swapped in together.
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("knoxy: {e}\nusage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS]");
+            eprintln!("knoxy: {e}\nusage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS] [--access-log]");
             return ExitCode::from(64);
         }
     };
@@ -143,6 +144,7 @@ fn main() -> ExitCode {
                 metrics,
                 connections,
                 acceptor,
+                args.access_log,
             )
         };
         let mut service = match *label {
@@ -226,11 +228,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     ];
     let mut config_dir = None;
     let mut drain_timeout = 30;
+    let mut access_log = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         let label = match arg.as_str() {
             "--config-dir" => {
                 config_dir = Some(PathBuf::from(value("--config-dir")?));
+                continue;
+            }
+            "--access-log" => {
+                access_log = true;
                 continue;
             }
             "--drain-timeout" => {
@@ -259,5 +266,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         config_dir: config_dir.ok_or("--config-dir is required")?,
         listeners,
         drain_timeout,
+        access_log,
     })
 }

@@ -87,7 +87,15 @@ pub fn queue(user_port: u16) -> ProcBuilder {
 /// `knoxy` serving the YAML objects of `config_dir`, public and private HTTP on ephemeral
 /// loopback ports (labels `public`, `private`).
 pub fn gateway(config_dir: &std::path::Path) -> Proc {
-    let mut builder = Proc::builder("knoxy").arg("--config-dir").arg(config_dir);
+    gateway_with(config_dir, &[])
+}
+
+/// [`gateway`] with extra arguments (`--access-log`, say).
+pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let mut builder = Proc::builder("knoxy")
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(extra);
     for flag in [
         "--http",
         "--https",

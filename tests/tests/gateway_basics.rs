@@ -613,3 +613,51 @@ async fn table_updates_under_a_continuous_prober_fail_no_request() {
         "the table was replaced: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_one_json_line_per_request_when_on() {
+    let (_pod, dir, quiet) = one_host("hello", "Enabled", "hello.example.com");
+    assert_eq!(
+        get_host(&quiet, "public", "hello.example.com", "/q")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let logging = knoxy_tests::gateway_with(&dir.0, &["--access-log"]);
+    assert_eq!(
+        get_host(&logging, "public", "hello.example.com", "/a?b=1")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_host(&logging, "public", "nope.example.com", "/")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        logging.wait_for_output("nope.example.com", Duration::from_secs(5)),
+        "{}",
+        logging.stdout_text()
+    );
+    let lines: Vec<serde_json::Value> = logging
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(json)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["ingress"], "default/hello");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["host"], "hello.example.com");
+    assert_eq!(lines[0]["uri"], "/a?b=1");
+    assert_eq!(lines[0]["status"], 200);
+    assert!(lines[0]["duration_ms"].as_f64().is_some());
+    assert_eq!(lines[1]["status"], 404);
+    assert!(
+        !quiet.stdout_text().contains("\"uri\""),
+        "off by default: {}",
+        quiet.stdout_text()
+    );
+}
