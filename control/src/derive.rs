@@ -17,10 +17,11 @@ use crate::validate::{self, FieldError, CLUSTER_LOCAL};
 /// The objects every source (Kubernetes watch, files, local mode) produces, keyed `ns/name`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    pub ingresses: BTreeMap<String, KIngress>,
-    pub services: BTreeMap<String, Service>,
-    pub endpoint_slices: BTreeMap<String, EndpointSlice>,
-    pub secrets: BTreeMap<String, Secret>,
+    /// Shared, so that sources can keep objects and hand out snapshots without copying them.
+    pub ingresses: BTreeMap<String, Arc<KIngress>>,
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<String, Arc<EndpointSlice>>,
+    pub secrets: BTreeMap<String, Arc<Secret>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

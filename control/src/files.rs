@@ -3,8 +3,12 @@
 //! [`Snapshot`]. Every problem names the file, the object and the field; the caller keeps
 //! serving its last good table when there is any.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -38,27 +42,90 @@ impl std::error::Error for FileError {}
 
 /// Reads every `*.yaml`/`*.yml` file of `dir` (sorted, not recursive).
 pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<FileError>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect(),
-        Err(e) => return Err(vec![error(dir, "directory", e.to_string())]),
-    };
-    files.sort();
-    let mut snap = Snapshot::default();
-    let mut errors = Vec::new();
-    for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => add_documents(&file, &text, &mut snap, &mut errors),
-            Err(e) => errors.push(error(&file, "file", e.to_string())),
+    DirReader::default().read(dir)
+}
+
+/// Reads a directory again and again, parsing only the files that changed since the last
+/// read (a file is unchanged while its inode, length and modification time are).
+#[derive(Default)]
+pub struct DirReader {
+    cache: HashMap<PathBuf, Parsed>,
+}
+
+struct Parsed {
+    stamp: (u64, u64, Option<SystemTime>),
+    snap: Snapshot,
+    errors: Vec<FileError>,
+}
+
+impl DirReader {
+    pub fn read(&mut self, dir: &Path) -> Result<Snapshot, Vec<FileError>> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect(),
+            Err(e) => return Err(vec![error(dir, "directory", e.to_string())]),
+        };
+        files.sort();
+        let mut cache = HashMap::with_capacity(files.len());
+        let mut snap = Snapshot::default();
+        let mut errors = Vec::new();
+        for file in files {
+            let stamp = std::fs::metadata(&file)
+                .map(|m| (m.ino(), m.len(), m.modified().ok()))
+                .ok();
+            let parsed = match (self.cache.remove(&file), stamp) {
+                (Some(p), Some(stamp)) if p.stamp == stamp => p,
+                (_, stamp) => parse_file(&file, stamp.unwrap_or_default()),
+            };
+            merge(&mut snap, &parsed.snap);
+            errors.extend(parsed.errors.iter().cloned());
+            cache.insert(file, parsed);
+        }
+        // Files that are gone leave the cache with their objects.
+        self.cache = cache;
+        if errors.is_empty() {
+            Ok(snap)
+        } else {
+            Err(errors)
         }
     }
-    if errors.is_empty() {
-        Ok(snap)
-    } else {
-        Err(errors)
+}
+
+fn parse_file(file: &Path, stamp: (u64, u64, Option<SystemTime>)) -> Parsed {
+    let mut snap = Snapshot::default();
+    let mut errors = Vec::new();
+    match std::fs::read_to_string(file) {
+        Ok(text) => add_documents(file, &text, &mut snap, &mut errors),
+        Err(e) => errors.push(error(file, "file", e.to_string())),
     }
+    Parsed {
+        stamp,
+        snap,
+        errors,
+    }
+}
+
+/// Later files win for the same `namespace/name`, as if read one after the other.
+fn merge(into: &mut Snapshot, from: &Snapshot) {
+    into.ingresses.extend(
+        from.ingresses
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v))),
+    );
+    into.services.extend(
+        from.services
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v))),
+    );
+    into.endpoint_slices.extend(
+        from.endpoint_slices
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v))),
+    );
+    into.secrets
+        .extend(from.secrets.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
 }
 
 /// Adds the objects of one file's text to `snap`.
@@ -115,22 +182,23 @@ fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), Obj
                         .join("; "),
                 )
             })?;
-            snap.ingresses.insert(ingress.metadata.key(), ingress);
+            snap.ingresses
+                .insert(ingress.metadata.key(), Arc::new(ingress));
         }
         ("v1", "Service") => {
             let mut o: crate::k8s::Service = typed(value).map_err(fail)?;
             namespace(&mut o.metadata);
-            snap.services.insert(o.metadata.key(), o);
+            snap.services.insert(o.metadata.key(), Arc::new(o));
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut o: crate::k8s::EndpointSlice = typed(value).map_err(fail)?;
             namespace(&mut o.metadata);
-            snap.endpoint_slices.insert(o.metadata.key(), o);
+            snap.endpoint_slices.insert(o.metadata.key(), Arc::new(o));
         }
         ("v1", "Secret") => {
             let mut o: crate::k8s::Secret = typed(value).map_err(fail)?;
             namespace(&mut o.metadata);
-            snap.secrets.insert(o.metadata.key(), o);
+            snap.secrets.insert(o.metadata.key(), Arc::new(o));
         }
         ("", _) | (_, "") => return Err(fail("apiVersion and kind are required".to_owned())),
         (api, kind) => return Err(fail(format!("unsupported object {api} {kind}"))),
@@ -292,11 +360,12 @@ pub fn watch(
     std::thread::Builder::new()
         .name("knoxy-files".into())
         .spawn(move || {
-            on_load(load_dir(&dir));
+            let mut reader = DirReader::default();
+            on_load(reader.read(&dir));
             // Each burst of events gives one reload; the loop ends when the watcher is dropped.
             while rx.recv().is_ok() {
                 while rx.recv_timeout(SETTLE).is_ok() {}
-                on_load(load_dir(&dir));
+                on_load(reader.read(&dir));
             }
         })?;
     Ok(DirWatch { _watcher: watcher })
@@ -341,6 +410,39 @@ mod watch_tests {
         while got != Ok(1) {
             got = next();
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    #[test]
+    fn a_rereading_reader_sees_changes_additions_and_removals() {
+        let dir = std::env::temp_dir().join(format!("knoxy-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        std::fs::write(dir.join("a.yaml"), svc("a", 80)).expect("write");
+        let mut reader = DirReader::default();
+        let ports = |snap: &Snapshot| {
+            snap.services
+                .values()
+                .map(|s| s.spec.ports[0].port)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(&reader.read(&dir).expect("loads")), [80]);
+        std::fs::write(dir.join("b.yaml"), svc("b", 81)).expect("write");
+        assert_eq!(ports(&reader.read(&dir).expect("loads")), [80, 81]);
+        // Same length, new content: the inode or the modification time tells it changed.
+        let tmp = dir.join(".a.tmp");
+        std::fs::write(&tmp, svc("a", 90)).expect("write");
+        std::fs::rename(&tmp, dir.join("a.yaml")).expect("rename");
+        assert_eq!(ports(&reader.read(&dir).expect("loads")), [90, 81]);
+        std::fs::remove_file(dir.join("b.yaml")).expect("remove");
+        assert_eq!(ports(&reader.read(&dir).expect("loads")), [90]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

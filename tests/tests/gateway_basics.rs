@@ -317,7 +317,7 @@ async fn override_probes_come_back_with_the_kingress_hash_and_others_unchanged()
         &mut snap,
         &mut errors,
     );
-    let mut stored = snap.ingresses["default/hello"].clone();
+    let mut stored = (*snap.ingresses["default/hello"]).clone();
     knoxy_control::validate::set_defaults(&mut stored.spec);
     let want = knoxy_control::probe_hash::probe_hash(&stored);
 

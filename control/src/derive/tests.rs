@@ -51,11 +51,12 @@ fn revision(name: &str, h2c: bool, ips: &[&str]) -> (Service, EndpointSlice) {
 fn snapshot(ingresses: Vec<KIngress>, revisions: Vec<(Service, EndpointSlice)>) -> Snapshot {
     let mut snap = Snapshot::default();
     for i in ingresses {
-        snap.ingresses.insert(i.metadata.key(), i);
+        snap.ingresses.insert(i.metadata.key(), Arc::new(i));
     }
     for (svc, slice) in revisions {
-        snap.services.insert(svc.metadata.key(), svc);
-        snap.endpoint_slices.insert(slice.metadata.key(), slice);
+        snap.services.insert(svc.metadata.key(), Arc::new(svc));
+        snap.endpoint_slices
+            .insert(slice.metadata.key(), Arc::new(slice));
     }
     snap
 }
@@ -239,7 +240,7 @@ fn named_ports_h2c_and_external_name_services_resolve() {
                  "ports": [{"name": "http", "port": 80, "appProtocol": "kubernetes.io/h2c"}]},
     }))
     .expect("a Service");
-    snap.services.insert(ext.metadata.key(), ext);
+    snap.services.insert(ext.metadata.key(), Arc::new(ext));
     let out = derive(&snap, &DeriveConfig::default());
     let t = &out.table.public;
     assert_eq!(
@@ -476,7 +477,7 @@ fn tls_entries_carry_the_decoded_secret() {
         serde_json::from_value(json!({"metadata": {"name": "cert", "namespace": "default"},
         "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}}))
         .expect("a Secret");
-    snap.secrets.insert(secret.metadata.key(), secret);
+    snap.secrets.insert(secret.metadata.key(), Arc::new(secret));
     let out = derive(&snap, &DeriveConfig::default());
     assert_eq!(
         out.table.certs,
