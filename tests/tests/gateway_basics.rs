@@ -42,10 +42,8 @@ fn one_host(name: &str, http_option: &str, host: &str) -> (Proc, TempDir, Proc) 
         http_option,
         &rule(host, "ExternalIP", &[("hello-00001", 100)]),
     );
-    dir.write(
-        &format!("{name}.yaml"),
-        &(ingress + &revision("hello-00001", &pod)),
-    );
+    dir.write("revision.yaml", &revision("hello-00001", &pod));
+    dir.write(&format!("{name}.yaml"), &ingress);
     let gw = gateway(&dir.0);
     (pod, dir, gw)
 }
@@ -210,18 +208,7 @@ async fn redirected_sends_public_plain_http_to_https() {
 
 #[tokio::test]
 async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write("rev.yaml", &revision("hello-00001", &pod));
-    dir.write(
-        "a.yaml",
-        &kingress(
-            "a",
-            "Enabled",
-            &rule("a.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, dir, gw) = one_host("a", "Enabled", "a.example.com");
     assert_eq!(
         get_host(&gw, "public", "a.example.com", "/").await.0,
         StatusCode::OK
@@ -544,18 +531,7 @@ async fn there_is_no_gateway_timeout_before_the_headers_or_mid_body() {
 
 #[tokio::test]
 async fn table_updates_under_a_continuous_prober_fail_no_request() {
-    let pod = backend();
-    let dir = TempDir::new("gw");
-    dir.write("rev.yaml", &revision("hello-00001", &pod));
-    dir.write(
-        "a.yaml",
-        &kingress(
-            "a",
-            "Enabled",
-            &rule("a.example.com", "ExternalIP", &[("hello-00001", 100)]),
-        ),
-    );
-    let gw = gateway(&dir.0);
+    let (_pod, dir, gw) = one_host("a", "Enabled", "a.example.com");
     let url = gw.url("public", "/");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = tokio::spawn({
