@@ -2,6 +2,8 @@
 //! binary on loopback, the test backend as the revisions' pods.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -422,8 +424,6 @@ fn h2c_revision(name: &str, pod: &Proc) -> String {
 
 #[tokio::test]
 async fn an_http2_service_port_gets_h2c_upstream_and_grpc_streams_pass() {
-    use http::uri::PathAndQuery;
-    use knoxy_tests::grpc::{PingReply, PingRequest};
     let pod = backend();
     let dir = TempDir::new("gw");
     dir.write(
@@ -446,25 +446,7 @@ async fn an_http2_service_port_gets_h2c_upstream_and_grpc_streams_pass() {
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr("public")))
         .unwrap()
         .origin("http://grpc.example.com".parse().unwrap());
-    let mut grpc = tonic::client::Grpc::new(
-        knoxy_tests::within("connect", channel.connect())
-            .await
-            .unwrap(),
-    );
-    knoxy_tests::within("ready", grpc.ready()).await.unwrap();
-    let reply: tonic::Response<PingReply> = knoxy_tests::within(
-        "unary",
-        grpc.unary(
-            tonic::Request::new(PingRequest {
-                message: "hi".into(),
-            }),
-            PathAndQuery::from_static("/knoxy.test.Ping/Ping"),
-            tonic_prost::ProstCodec::default(),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.into_inner().message, "pong: hi");
+    assert_eq!(common::ping(channel, "hi").await, "pong: hi");
 }
 
 #[tokio::test]

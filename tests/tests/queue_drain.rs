@@ -39,6 +39,18 @@ async fn kube_probe(q: &Proc) -> (StatusCode, String) {
 }
 
 /// Probes every 20 ms until one answers `want` or `limit` passes; returns the last answer.
+/// SIGTERM, then waits until probes say the drain started.
+async fn terminate(q: &Proc) {
+    q.signal(Signal::SIGTERM);
+    let (status, _) = probe_until(
+        q,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the drain started");
+}
+
 async fn probe_until(q: &Proc, want: StatusCode, limit: Duration) -> (StatusCode, String) {
     let deadline = Instant::now() + limit;
     loop {
@@ -201,18 +213,7 @@ async fn each_arriving_request_restarts_the_quiet_period() {
     let b = backend();
     let mut q = queue(port(&b)).env(QUIET, "2s").spawn();
     let signalled = Instant::now();
-    q.signal(Signal::SIGTERM);
-    assert_eq!(
-        probe_until(
-            &q,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(500)
-        )
-        .await
-        .0,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the drain started"
-    );
+    terminate(&q).await;
 
     tokio::time::sleep_until((signalled + Duration::from_millis(1200)).into()).await;
     let before_arrival = signalled.elapsed();
@@ -338,18 +339,7 @@ async fn ingress_and_activator_probes_get_503_while_draining() {
         (StatusCode::OK, "queue".to_owned())
     );
 
-    q.signal(Signal::SIGTERM);
-    assert_eq!(
-        probe_until(
-            &q,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(500)
-        )
-        .await
-        .0,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the drain started"
-    );
+    terminate(&q).await;
     assert_eq!(
         call(&q, "/", &ingress).await,
         (

@@ -2,6 +2,8 @@
 //! end to end (HTTP/1.1, h2c, WebSocket, gRPC), streaming both ways, and upstream errors.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -325,23 +327,9 @@ async fn grpc_unary_and_bidirectional_streams_pass_through_h2c() {
     let (_b, q) = start();
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", q.addr("main"))).unwrap();
+    assert_eq!(common::ping(channel.clone(), "hi").await, "pong: hi");
     let mut grpc =
         tonic::client::Grpc::new(within("gRPC connect", channel.connect()).await.unwrap());
-
-    within("ready", grpc.ready()).await.unwrap();
-    let reply: tonic::Response<PingReply> = within(
-        "unary Ping",
-        grpc.unary(
-            tonic::Request::new(PingRequest {
-                message: "hi".into(),
-            }),
-            PathAndQuery::from_static("/knoxy.test.Ping/Ping"),
-            tonic_prost::ProstCodec::default(),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.into_inner().message, "pong: hi");
 
     // Each reply must arrive before the next message is sent: nothing is buffered.
     let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
