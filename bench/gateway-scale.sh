@@ -10,11 +10,6 @@ ROUNDS=${1:-5}
 SECS=${2:-8}
 COUNT=${3:-10000}
 cd "$(dirname "$0")/.."
-WORK=$(mktemp -d /tmp/knoxy-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 source bench/peers.sh
 cargo build --release -q -p knoxy
 require_free 18301 18302 18303 18311 18312 18313

@@ -10,11 +10,6 @@ set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-8}
 cd "$(dirname "$0")/.."
-WORK=$(mktemp -d /tmp/knoxy-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 source bench/peers.sh
 cargo build --release -q -p knoxy
 GATEWAY=18201; PRIVATE=18202; ADMIN=18203

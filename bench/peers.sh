@@ -1,6 +1,12 @@
 # Sourced by the side-by-side benchmarks: the peers (HAProxy and nginx as plain reverse
 # proxies) and the nginx backend they all front, the alternating rounds, and the report.
-# Expects ROUNDS, SECS, WORK and PIDS (an array, killed by the caller's trap).
+# Expects ROUNDS and SECS; sets WORK (a scratch directory) and PIDS (processes to stop), both
+# cleaned up on exit.
+
+WORK=$(mktemp -d /tmp/knoxy-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
 
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)

@@ -13,11 +13,6 @@ ROUNDS=${1:-5}
 SECS=${2:-8}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-WORK=$(mktemp -d /tmp/knoxy-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 source bench/peers.sh
 cargo build --release -q -p knoxy-queue
 QUEUE_BIN=$ROOT/target/release/knoxy-queue
