@@ -2,7 +2,8 @@
 //! each KIngress out. Pure: no IO, env, clock or spawning; the output does not depend on the
 //! order objects arrived in (the snapshot's maps are sorted by `namespace/name`).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ pub struct Derived {
 pub enum IngressStatus {
     /// Served; `hash` is what probes with `K-Network-Hash: override` come back with.
     Ready {
-        hash: String,
+        hash: Arc<str>,
     },
     Invalid(Vec<FieldError>),
     /// A backend or secret is missing; the whole KIngress waits (as Kourier does).
@@ -65,37 +66,113 @@ pub enum IngressStatus {
 
 // === The flow ===
 
+/// The route table and statuses of a snapshot, from scratch.
 pub fn derive(snap: &Snapshot, cfg: &DeriveConfig) -> Derived {
-    let mut out = Derived::default();
-    for (key, ingress) in &snap.ingresses {
-        if !ingress.has_class(&cfg.class) {
-            continue;
-        }
-        let status = match translate(snap, key, ingress) {
-            Ok(translated) => match conflict(&out.table, &translated) {
-                Some(host) => IngressStatus::Conflict { host },
-                None => {
-                    let hash = translated.hash.to_string();
-                    translated.install(&mut out.table);
-                    IngressStatus::Ready { hash }
-                }
-            },
-            Err(status) => status,
-        };
-        out.status.insert(key.clone(), status);
-    }
-    out
+    Deriver::new(cfg.clone()).derive(snap)
+}
+
+/// `derive`, remembering each KIngress's translation between calls: a KIngress whose object
+/// and whose every read Service, EndpointSlice and Secret are unchanged is not translated
+/// again. The output is always what `derive` gives for the same snapshot.
+#[derive(Debug, Default)]
+pub struct Deriver {
+    cfg: DeriveConfig,
+    cache: HashMap<String, Cached>,
+    calls: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// The `derive` call that last saw this KIngress; older entries are dropped after a call.
+    seen: u64,
+    ingress: Arc<KIngress>,
+    reads: Reads,
+    translated: Result<Arc<Translated>, IngressStatus>,
 }
 
 /// One KIngress turned into routes, before it is installed into the table.
+#[derive(Debug)]
 struct Translated {
     hash: Arc<str>,
-    /// (host or None for all hosts, cluster-local, routes) in rule order.
-    rules: Vec<(Vec<String>, bool, Arc<VirtualHost>)>,
-    certs: Vec<Cert>,
+    rules: Vec<Rule>,
+    certs: Vec<Arc<Cert>>,
 }
 
-fn translate(snap: &Snapshot, key: &str, ingress: &KIngress) -> Result<Translated, IngressStatus> {
+#[derive(Debug)]
+struct Rule {
+    /// Lower-cased; empty means every host.
+    hosts: Vec<Arc<str>>,
+    cluster_local: bool,
+    vhost: Arc<VirtualHost>,
+}
+
+impl Deriver {
+    pub fn new(cfg: DeriveConfig) -> Self {
+        Deriver {
+            cfg,
+            cache: HashMap::new(),
+            calls: 0,
+        }
+    }
+
+    pub fn derive(&mut self, snap: &Snapshot) -> Derived {
+        self.calls += 1;
+        let slices = SliceIndex::new(snap);
+        let mut out = Derived::default();
+        out.table.public.reserve(self.cache.len());
+        out.table.private.reserve(self.cache.len());
+        for (key, ingress) in &snap.ingresses {
+            if !ingress.has_class(&self.cfg.class) {
+                continue;
+            }
+            let cached = match self.cache.get_mut(key.as_str()) {
+                Some(c) if same(&c.ingress, ingress) && c.reads.still_hold(snap, &slices) => c,
+                _ => {
+                    let mut view = View::new(snap, &slices);
+                    let translated = translate(&mut view, key, ingress).map(Arc::new);
+                    let fresh = Cached {
+                        seen: 0,
+                        ingress: Arc::clone(ingress),
+                        reads: view.reads,
+                        translated,
+                    };
+                    match self.cache.entry(key.clone()) {
+                        Entry::Occupied(mut e) => {
+                            e.insert(fresh);
+                            e.into_mut()
+                        }
+                        Entry::Vacant(e) => e.insert(fresh),
+                    }
+                }
+            };
+            cached.seen = self.calls;
+            let status = match &cached.translated {
+                Ok(t) => match conflict(&out.table, t) {
+                    Some(host) => IngressStatus::Conflict {
+                        host: host.to_string(),
+                    },
+                    None => {
+                        t.install(&mut out.table);
+                        IngressStatus::Ready {
+                            hash: Arc::clone(&t.hash),
+                        }
+                    }
+                },
+                Err(status) => status.clone(),
+            };
+            out.status.insert(key.clone(), status);
+        }
+        // KIngresses that are gone (or changed class) leave the cache here.
+        self.cache.retain(|_, c| c.seen == self.calls);
+        out
+    }
+}
+
+fn translate(
+    view: &mut View<'_>,
+    key: &str,
+    ingress: &KIngress,
+) -> Result<Translated, IngressStatus> {
     let mut ingress = ingress.clone();
     validate::set_defaults(&mut ingress.spec);
     validate::validate(&ingress).map_err(IngressStatus::Invalid)?;
@@ -106,14 +183,14 @@ fn translate(snap: &Snapshot, key: &str, ingress: &KIngress) -> Result<Translate
 
     let mut rules = Vec::new();
     for rule in &ingress.spec.rules {
-        let local = rule.visibility == CLUSTER_LOCAL;
+        let cluster_local = rule.visibility == CLUSTER_LOCAL;
         let mut routes = Vec::new();
         for path in rule.http.iter().flat_map(|h| h.paths.iter().flatten()) {
             let splits = path
                 .splits
                 .iter()
                 .flatten()
-                .map(|s| split(snap, ns, s))
+                .map(|s| split(view, ns, s))
                 .collect::<Result<Vec<_>, _>>()?;
             routes.push(Route {
                 ingress: Arc::clone(&name),
@@ -130,68 +207,173 @@ fn translate(snap: &Snapshot, key: &str, ingress: &KIngress) -> Result<Translate
                 append_headers: pairs(&path.append_headers),
                 rewrite_host: Some(path.rewrite_host.clone()).filter(|h| !h.is_empty()),
                 splits,
-                redirect_https: redirect && !local,
+                redirect_https: redirect && !cluster_local,
                 probe_hash: Arc::clone(&hash),
             });
         }
-        rules.push((rule.hosts.clone(), local, Arc::new(VirtualHost { routes })));
+        rules.push(Rule {
+            hosts: rule
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase().into())
+                .collect(),
+            cluster_local,
+            vhost: Arc::new(VirtualHost { routes }),
+        });
     }
     let certs = ingress
         .spec
         .tls
         .iter()
-        .map(|tls| cert(snap, &tls.secret_namespace, &tls.secret_name, &tls.hosts))
+        .map(|tls| cert(view, &tls.secret_namespace, &tls.secret_name, &tls.hosts).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Translated { hash, rules, certs })
 }
 
 impl Translated {
-    fn install(self, table: &mut RouteTable) {
-        for (hosts, local, vhost) in &self.rules {
-            let hosts: Vec<Option<&str>> = if hosts.is_empty() {
+    fn install(&self, table: &mut RouteTable) {
+        for rule in &self.rules {
+            let hosts: Vec<Option<&Arc<str>>> = if rule.hosts.is_empty() {
                 vec![None]
             } else {
-                hosts.iter().map(|h| Some(h.as_str())).collect()
+                rule.hosts.iter().map(Some).collect()
             };
             for host in hosts {
-                table.private.claim(host, vhost);
-                if !local {
-                    table.public.claim(host, vhost);
+                table.private.claim(host, &rule.vhost);
+                if !rule.cluster_local {
+                    table.public.claim(host, &rule.vhost);
                 }
             }
         }
-        table.certs.extend(self.certs);
+        table.certs.extend(self.certs.iter().cloned());
     }
 }
 
 /// The first host of `t` that an earlier KIngress already serves.
-fn conflict(table: &RouteTable, t: &Translated) -> Option<String> {
+fn conflict<'t>(table: &RouteTable, t: &'t Translated) -> Option<&'t str> {
     t.rules
         .iter()
-        .flat_map(|(hosts, _, _)| hosts)
+        .flat_map(|r| &r.hosts)
         .find(|h| table.private.has(h))
-        .cloned()
+        .map(|h| &**h)
+}
+
+// === What a translation read ===
+
+/// The snapshot as `translate` sees it: every lookup is recorded, so that a cached
+/// translation can be reused exactly while the same lookups give the same objects.
+struct View<'s> {
+    snap: &'s Snapshot,
+    slices: &'s SliceIndex,
+    reads: Reads,
+}
+
+#[derive(Debug, Default)]
+struct Reads {
+    services: Vec<(String, Option<Arc<Service>>)>,
+    /// By `namespace/service-name`, the slices labelled with it.
+    slices: Vec<(String, Vec<Arc<EndpointSlice>>)>,
+    secrets: Vec<(String, Option<Arc<Secret>>)>,
+}
+
+/// EndpointSlices by the `namespace/name` of the Service they belong to, in key order.
+struct SliceIndex(HashMap<String, Vec<Arc<EndpointSlice>>>);
+
+impl<'s> View<'s> {
+    fn new(snap: &'s Snapshot, slices: &'s SliceIndex) -> Self {
+        View {
+            snap,
+            slices,
+            reads: Reads::default(),
+        }
+    }
+
+    fn service(&mut self, key: String) -> Option<&'s Arc<Service>> {
+        let found = self.snap.services.get(&key);
+        self.reads.services.push((key, found.cloned()));
+        found
+    }
+
+    fn slices(&mut self, key: String) -> &'s [Arc<EndpointSlice>] {
+        let found = self.slices.get(&key);
+        self.reads.slices.push((key, found.to_vec()));
+        found
+    }
+
+    fn secret(&mut self, key: String) -> Option<&'s Arc<Secret>> {
+        let found = self.snap.secrets.get(&key);
+        self.reads.secrets.push((key, found.cloned()));
+        found
+    }
+}
+
+impl Reads {
+    fn still_hold(&self, snap: &Snapshot, slices: &SliceIndex) -> bool {
+        self.services
+            .iter()
+            .all(|(k, was)| same_opt(snap.services.get(k), was))
+            && self
+                .secrets
+                .iter()
+                .all(|(k, was)| same_opt(snap.secrets.get(k), was))
+            && self.slices.iter().all(|(k, was)| {
+                let now = slices.get(k);
+                now.len() == was.len() && now.iter().zip(was).all(|(a, b)| same(a, b))
+            })
+    }
+}
+
+impl SliceIndex {
+    fn new(snap: &Snapshot) -> Self {
+        let mut index: HashMap<String, Vec<Arc<EndpointSlice>>> = HashMap::new();
+        for slice in snap.endpoint_slices.values() {
+            if let Some(service) = slice.metadata.labels.get(SERVICE_NAME_LABEL) {
+                index
+                    .entry(format!("{}/{service}", slice.metadata.namespace))
+                    .or_default()
+                    .push(Arc::clone(slice));
+            }
+        }
+        SliceIndex(index)
+    }
+
+    fn get(&self, key: &str) -> &[Arc<EndpointSlice>] {
+        self.0.get(key).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The same object: shared, or equal in value (a source may re-create unchanged objects).
+fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+fn same_opt<T: PartialEq>(now: Option<&Arc<T>>, was: &Option<Arc<T>>) -> bool {
+    match (now, was) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 // === Helpers ===
 
-fn split(snap: &Snapshot, ns: &str, s: &IngressBackendSplit) -> Result<Split, IngressStatus> {
+fn split(view: &mut View<'_>, ns: &str, s: &IngressBackendSplit) -> Result<Split, IngressStatus> {
     Ok(Split {
         percent: u32::try_from(s.percent).unwrap_or(0),
-        backend: backend(snap, ns, &s.service_name, &s.service_port)?,
+        backend: backend(view, ns, &s.service_name, &s.service_port)?,
         append_headers: pairs(&s.append_headers),
     })
 }
 
 /// Service + Service port → where to connect (contract §1.2, "Backend resolution").
 fn backend(
-    snap: &Snapshot,
+    view: &mut View<'_>,
     ns: &str,
     name: &str,
     port: &IntOrString,
 ) -> Result<Backend, IngressStatus> {
     let not_ready = |reason, message| IngressStatus::NotReady { reason, message };
-    let service = snap.services.get(&format!("{ns}/{name}")).ok_or_else(|| {
+    let service = view.service(format!("{ns}/{name}")).ok_or_else(|| {
         not_ready(
             "ServiceNotFound",
             format!("service {ns}/{name} does not exist"),
@@ -223,14 +405,7 @@ fn backend(
         });
     }
     let mut addrs = Vec::new();
-    let slices = snap.endpoint_slices.values().filter(|e| {
-        e.metadata.namespace == ns
-            && e.metadata
-                .labels
-                .get(SERVICE_NAME_LABEL)
-                .map(String::as_str)
-                == Some(name)
-    });
+    let slices = view.slices(format!("{ns}/{name}"));
     for slice in slices {
         // The slice carries the resolved target port under the Service port's name.
         let target = slice
@@ -271,14 +446,18 @@ fn backend(
     })
 }
 
-fn cert(snap: &Snapshot, ns: &str, name: &str, hosts: &[String]) -> Result<Cert, IngressStatus> {
+fn cert(
+    view: &mut View<'_>,
+    ns: &str,
+    name: &str,
+    hosts: &[String],
+) -> Result<Cert, IngressStatus> {
     let missing = |what: &str| IngressStatus::NotReady {
         reason: "SecretNotReady",
         message: format!("secret {ns}/{name}: {what}"),
     };
-    let secret = snap
-        .secrets
-        .get(&format!("{ns}/{name}"))
+    let secret = view
+        .secret(format!("{ns}/{name}"))
         .ok_or_else(|| missing("does not exist"))?;
     let field = |key: &str| -> Result<Vec<u8>, IngressStatus> {
         let b64 = secret

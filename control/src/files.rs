@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -340,41 +341,57 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(15);
 /// Keeps a directory watched; dropping it stops the watch.
 pub struct DirWatch {
     _watcher: notify::RecommendedWatcher,
+    /// What `follow` needs; taken when it starts.
+    pending: Option<(mpsc::Receiver<()>, DirReader, PathBuf)>,
 }
 
-/// Loads `dir` now and after every change to it, handing each result to `on_load` (on a
-/// thread of its own). A failed load is reported as it is: the caller keeps its last good table.
-pub fn watch(
-    dir: &Path,
-    on_load: impl Fn(Result<Snapshot, Vec<FileError>>) + Send + 'static,
-) -> notify::Result<DirWatch> {
+/// Starts watching `dir`, then loads it and returns that first load; `DirWatch::follow`
+/// then reloads after every change. Watching starts before the first read, so no change is
+/// missed between the two.
+pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Result<Snapshot, Vec<FileError>>)> {
     use notify::Watcher as _;
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
         }
     })?;
     watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-    let dir = dir.to_owned();
-    std::thread::Builder::new()
-        .name("knoxy-files".into())
-        .spawn(move || {
-            let mut reader = DirReader::default();
-            on_load(reader.read(&dir));
-            // Each burst of events gives one reload; the loop ends when the watcher is dropped.
-            while rx.recv().is_ok() {
-                while rx.recv_timeout(SETTLE).is_ok() {}
-                on_load(reader.read(&dir));
-            }
-        })?;
-    Ok(DirWatch { _watcher: watcher })
+    let mut reader = DirReader::default();
+    let first = reader.read(dir);
+    let watch = DirWatch {
+        _watcher: watcher,
+        pending: Some((rx, reader, dir.to_owned())),
+    };
+    Ok((watch, first))
+}
+
+impl DirWatch {
+    /// Hands each load after a change to `on_load`, on a thread of its own. A failed load is
+    /// reported as it is: the caller keeps its last good table.
+    pub fn follow(
+        &mut self,
+        mut on_load: impl FnMut(Result<Snapshot, Vec<FileError>>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Some((rx, mut reader, dir)) = self.pending.take() else {
+            return Ok(());
+        };
+        std::thread::Builder::new()
+            .name("knoxy-files".into())
+            .spawn(move || {
+                // Each burst of events gives one reload; the loop ends when the watch is dropped.
+                while rx.recv().is_ok() {
+                    while rx.recv_timeout(SETTLE).is_ok() {}
+                    on_load(reader.read(&dir));
+                }
+            })?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod watch_tests {
     use super::*;
-    use std::sync::mpsc;
     use std::time::Duration;
 
     #[test]
@@ -382,15 +399,23 @@ mod watch_tests {
         let dir = std::env::temp_dir().join(format!("knoxy-watch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (tx, rx) = mpsc::channel();
-        let _watch = watch(&dir, move |r| {
-            let _ = tx.send(r.map(|s| s.services.len()).map_err(|e| e.len()));
-        })
-        .expect("watch starts");
+        let count =
+            |r: Result<Snapshot, Vec<FileError>>| r.map(|s| s.services.len()).map_err(|e| e.len());
+        let (mut watch, first) = watch(&dir).expect("watch starts");
+        assert_eq!(
+            count(first),
+            Ok(0),
+            "the first load is the directory as it is"
+        );
+        watch
+            .follow(move |r| {
+                let _ = tx.send(count(r));
+            })
+            .expect("follows");
         let next = || {
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("a load within 10 s")
         };
-        assert_eq!(next(), Ok(0), "the first load is the directory as it is");
 
         let service =
             "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";

@@ -20,7 +20,12 @@ pub fn hash(spec: &IngressSpec, namespace: &str, name: &str) -> String {
     sha.update(go_json(spec).as_bytes());
     sha.update(namespace.as_bytes());
     sha.update(name.as_bytes());
-    sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    sha.finalize()
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
 }
 
 /// Go's JSON of the spec: compact, struct fields in declaration order (the serde types keep

@@ -13,12 +13,13 @@ pub struct RouteTable {
     /// Private (cluster-local) listeners: ClusterLocal and ExternalIP rules.
     pub private: HostTable,
     /// Certificates for the TLS listeners, chosen by SNI.
-    pub certs: Vec<Cert>,
+    pub certs: Vec<Arc<Cert>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostTable {
-    hosts: HashMap<String, Arc<VirtualHost>>,
+    /// Lower-cased names; shared with the translation that claimed them.
+    hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
     /// Rules with no hosts match every host.
     any: Option<Arc<VirtualHost>>,
 }
@@ -84,7 +85,7 @@ impl HostTable {
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
         let name = strip_port(host).trim_end_matches('.');
         let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.get(&name.to_ascii_lowercase())
+            self.hosts.get(name.to_ascii_lowercase().as_str())
         } else {
             self.hosts.get(name)
         };
@@ -99,12 +100,13 @@ impl HostTable {
         self.len() == 0
     }
 
-    /// Adds a host's routes unless an earlier rule claimed it (the first rule wins).
-    pub(crate) fn claim(&mut self, host: Option<&str>, vhost: &Arc<VirtualHost>) {
+    /// Adds a host's routes unless an earlier rule claimed it (the first rule wins); the
+    /// name is already lower-cased.
+    pub(crate) fn claim(&mut self, host: Option<&Arc<str>>, vhost: &Arc<VirtualHost>) {
         match host {
             Some(h) => {
                 self.hosts
-                    .entry(h.to_ascii_lowercase())
+                    .entry(Arc::clone(h))
                     .or_insert_with(|| Arc::clone(vhost));
             }
             None => {
@@ -113,8 +115,13 @@ impl HostTable {
         }
     }
 
+    /// Whether a lower-cased name is claimed.
     pub(crate) fn has(&self, host: &str) -> bool {
-        self.hosts.contains_key(&host.to_ascii_lowercase())
+        self.hosts.contains_key(host)
+    }
+
+    pub(crate) fn reserve(&mut self, hosts: usize) {
+        self.hosts.reserve(hosts);
     }
 }
 
@@ -165,7 +172,7 @@ mod tests {
     fn hosts_match_with_a_port_a_trailing_dot_or_other_case() {
         let mut t = HostTable::default();
         let v = Arc::new(VirtualHost::default());
-        t.claim(Some("Hello.Example.com"), &v);
+        t.claim(Some(&"hello.example.com".into()), &v);
         for h in [
             "hello.example.com",
             "hello.example.com:80",

@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use knoxy_control::derive::{derive, DeriveConfig, IngressStatus, Snapshot};
+use knoxy_control::derive::{DeriveConfig, Deriver, IngressStatus, Snapshot};
 use knoxy_control::files;
 use knoxy_control::route::RouteTable;
+use parking_lot::Mutex;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -48,6 +49,8 @@ struct Tables {
     routes: Arc<ArcSwap<RouteTable>>,
     certs: Arc<ArcSwap<tls::CertStore>>,
     metrics: Arc<metrics::Metrics>,
+    /// Remembers unchanged KIngresses between loads, so a reload costs what changed.
+    deriver: Mutex<Deriver>,
 }
 
 fn main() -> ExitCode {
@@ -69,19 +72,27 @@ fn main() -> ExitCode {
         routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
+        deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
     });
     // The first load must succeed; later failures keep the last good table.
-    match files::load_dir(&args.config_dir) {
-        Ok(snap) => tables.install(&snap, Instant::now()),
-        Err(errors) => {
+    let mut watch = match files::watch(&args.config_dir) {
+        Ok((watch, Ok(snap))) => {
+            tables.install(&snap, Instant::now());
+            watch
+        }
+        Ok((_, Err(errors))) => {
             for e in errors {
                 eprintln!("knoxy: {e}");
             }
             return ExitCode::from(65);
         }
-    }
+        Err(e) => {
+            eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+            return ExitCode::from(74);
+        }
+    };
     let watched = Arc::clone(&tables);
-    let _watch = match files::watch(&args.config_dir, move |loaded| match loaded {
+    let followed = watch.follow(move |loaded| match loaded {
         Ok(snap) => {
             watched.install(&snap, Instant::now());
             eprintln!("knoxy: configuration loaded");
@@ -92,13 +103,11 @@ fn main() -> ExitCode {
                 eprintln!("knoxy: {e} (keeping the last good configuration)");
             }
         }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
-            return ExitCode::from(74);
-        }
-    };
+    });
+    if let Err(e) = followed {
+        eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+        return ExitCode::from(74);
+    }
     let listeners = match args
         .listeners
         .iter()
@@ -174,7 +183,7 @@ fn main() -> ExitCode {
 impl Tables {
     /// Derives the table from a loaded snapshot and swaps routes and certificates in.
     fn install(&self, snap: &Snapshot, started: Instant) {
-        let derived = derive(snap, &DeriveConfig::default());
+        let derived = self.deriver.lock().derive(snap);
         let mut served = 0;
         for (key, status) in &derived.status {
             match status {
@@ -182,7 +191,7 @@ impl Tables {
                 other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
             }
         }
-        let (certs, problems) = tls::CertStore::build(&derived.table.certs);
+        let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
         for p in problems {
             eprintln!("knoxy: {p}");
         }

@@ -16,17 +16,29 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug, Default)]
 pub struct CertStore {
     by_host: HashMap<String, Arc<CertifiedKey>>,
+    /// Each table certificate with what it parsed to, by address: the next table shares
+    /// unchanged ones and does not parse them again.
+    parsed: HashMap<usize, (Arc<Cert>, Arc<CertifiedKey>)>,
 }
 
 impl CertStore {
-    /// Parses each KIngress certificate; an entry that does not parse is reported and skipped.
-    pub fn build(certs: &[Cert]) -> (CertStore, Vec<String>) {
+    /// Parses each KIngress certificate (reusing `previous` for the same shared `Cert`); an
+    /// entry that does not parse is reported and skipped.
+    pub fn build(certs: &[Arc<Cert>], previous: &CertStore) -> (CertStore, Vec<String>) {
         let mut store = CertStore::default();
         let mut problems = Vec::new();
         for cert in certs {
-            match certified(cert) {
+            let id = Arc::as_ptr(cert) as usize;
+            let known = previous
+                .parsed
+                .get(&id)
+                .filter(|(c, _)| Arc::ptr_eq(c, cert))
+                .map(|(_, key)| Arc::clone(key));
+            match known.map_or_else(|| certified(cert).map(Arc::new), Ok) {
                 Ok(key) => {
-                    let key = Arc::new(key);
+                    store
+                        .parsed
+                        .insert(id, (Arc::clone(cert), Arc::clone(&key)));
                     for host in &cert.hosts {
                         store
                             .by_host
@@ -75,4 +87,51 @@ pub fn acceptor(store: Arc<ArcSwap<CertStore>>) -> Result<TlsAcceptor, rustls::E
         .with_cert_resolver(Arc::new(BySni(store)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(host: &str) -> Arc<Cert> {
+        let made = rcgen::generate_simple_self_signed(vec![host.to_owned()]).expect("a cert");
+        Arc::new(Cert {
+            hosts: vec![host.to_owned()],
+            cert_pem: made.cert.pem().into_bytes(),
+            key_pem: made.signing_key.serialize_pem().into_bytes(),
+        })
+    }
+
+    #[test]
+    fn a_new_table_reuses_the_parsed_keys_of_shared_certificates() {
+        let (a, b) = (cert("a.example.com"), cert("b.example.com"));
+        let (first, problems) = CertStore::build(&[Arc::clone(&a)], &CertStore::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        let (second, _) = CertStore::build(&[a, Arc::clone(&b)], &first);
+        let key = |s: &CertStore, h: &str| Arc::clone(&s.by_host[h]);
+        assert!(Arc::ptr_eq(
+            &key(&first, "a.example.com"),
+            &key(&second, "a.example.com")
+        ));
+        // An equal certificate that is a new object is parsed again (nothing is assumed).
+        let b_again = Arc::new((*b).clone());
+        let (third, _) = CertStore::build(&[b_again], &second);
+        assert!(!Arc::ptr_eq(
+            &key(&second, "b.example.com"),
+            &key(&third, "b.example.com")
+        ));
+        assert!(!third.by_host.contains_key("a.example.com"));
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_parse_is_reported_and_skipped() {
+        let bad = Arc::new(Cert {
+            hosts: vec!["bad.example.com".into()],
+            cert_pem: b"not a pem".to_vec(),
+            key_pem: vec![],
+        });
+        let (store, problems) = CertStore::build(&[bad], &CertStore::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(store.by_host.is_empty());
+    }
 }

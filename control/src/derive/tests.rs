@@ -134,7 +134,7 @@ fn the_worked_example_of_section_2_3() {
     assert_eq!(
         out.status["default/hello"],
         IngressStatus::Ready {
-            hash: probe_hash(&ing)
+            hash: probe_hash(&ing).into()
         }
     );
 
@@ -481,11 +481,11 @@ fn tls_entries_carry_the_decoded_secret() {
     let out = derive(&snap, &DeriveConfig::default());
     assert_eq!(
         out.table.certs,
-        [Cert {
+        [Arc::new(Cert {
             hosts: vec!["a.example.com".into()],
             cert_pem: b"CERT".to_vec(),
             key_pem: b"KEY".to_vec()
-        }]
+        })]
     );
 }
 
@@ -507,4 +507,103 @@ fn the_output_does_not_depend_on_insertion_order() {
         derive(&forward, &DeriveConfig::default()),
         derive(&backward, &DeriveConfig::default())
     );
+}
+
+#[test]
+fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
+    let paths = |rev: &str| json!([{"splits": [split(rev, json!(80), 100)]}]);
+    let on = |name: &str, host: &str, rev: &str| {
+        ingress(
+            "default",
+            name,
+            json!({"rules": [rule(&[host], "ExternalIP", paths(rev))]}),
+        )
+    };
+    let mut snap = snapshot(
+        vec![
+            on("a", "a.example.com", "rev-a"),
+            on("b", "b.example.com", "rev-b"),
+            on("c", "b.example.com", "rev-a"), // conflicts with b while b exists
+        ],
+        vec![
+            revision("rev-a", false, &["10.0.0.1"]),
+            revision("rev-b", false, &["10.0.0.2"]),
+        ],
+    );
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    let mut check = |snap: &Snapshot, step: &str| {
+        let remembered = deriver.derive(snap);
+        assert_eq!(remembered, derive(snap, &DeriveConfig::default()), "{step}");
+        remembered
+    };
+    let first = check(&snap, "first");
+
+    // Equal objects re-created (as a relisting watch does) keep their translations.
+    let a = Arc::new((*snap.ingresses["default/a"]).clone());
+    snap.ingresses.insert("default/a".into(), a);
+    let again = check(&snap, "re-created");
+    let vhost = |d: &Derived, host: &str| d.table.public.find(host).map(|v| v as *const _);
+    assert_eq!(
+        vhost(&first, "a.example.com"),
+        vhost(&again, "a.example.com")
+    );
+
+    let (_, moved) = revision("rev-a", false, &["10.0.0.9", "10.0.0.1"]);
+    snap.endpoint_slices
+        .insert(moved.metadata.key(), Arc::new(moved));
+    let moved = check(&snap, "rev-a's endpoints change");
+    assert_ne!(
+        vhost(&again, "a.example.com"),
+        vhost(&moved, "a.example.com")
+    );
+    assert_eq!(
+        vhost(&again, "b.example.com"),
+        vhost(&moved, "b.example.com")
+    );
+
+    let (_, extra) = revision("rev-b", false, &["10.0.0.3"]);
+    let mut extra = extra;
+    extra.metadata.name = "rev-b-fghij".into();
+    snap.endpoint_slices
+        .insert(extra.metadata.key(), Arc::new(extra));
+    check(&snap, "a second slice for rev-b");
+
+    let service = snap.services.remove("default/rev-b").expect("rev-b");
+    check(&snap, "rev-b's Service is gone");
+    snap.services.insert("default/rev-b".into(), service);
+    check(&snap, "rev-b's Service is back");
+
+    snap.ingresses.remove("default/b");
+    let out = check(&snap, "b is deleted, c gets its host");
+    assert!(matches!(
+        out.status["default/c"],
+        IngressStatus::Ready { .. }
+    ));
+
+    snap.ingresses.insert(
+        "default/a".into(),
+        Arc::new(on("a", "a2.example.com", "rev-b")),
+    );
+    check(&snap, "a's spec changes");
+
+    let mut other = on("c", "b.example.com", "rev-a");
+    other.metadata.annotations.insert(
+        crate::kingress::INGRESS_CLASS_ANNOTATION.into(),
+        "istio".into(),
+    );
+    snap.ingresses.insert("default/c".into(), Arc::new(other));
+    check(&snap, "c changes class");
+
+    let mut tls = on("t", "t.example.com", "rev-a");
+    tls.spec.tls = serde_json::from_value(json!([{"hosts": ["t.example.com"],
+        "secretName": "cert", "secretNamespace": "default"}]))
+    .expect("tls");
+    snap.ingresses.insert("default/t".into(), Arc::new(tls));
+    check(&snap, "t waits for its secret");
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "cert", "namespace": "default"},
+        "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}}))
+        .expect("a Secret");
+    snap.secrets.insert(secret.metadata.key(), Arc::new(secret));
+    check(&snap, "t's secret arrives");
 }
