@@ -1,9 +1,12 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/ready` (a route table is loaded).
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
+//! `/ready` (a route table is loaded) and `/status` (JSON: each KIngress of our class with
+//! whether it is served and its probe hash, or why not; what a controller writes to status).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -11,14 +14,24 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use knoxy_control::derive::IngressStatus;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use serde_json::{json, Map, Value};
 
 use crate::metrics::Metrics;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    pub status: Arc<ArcSwap<Status>>,
+}
+
+/// The statuses of the table being served, and its generation (1 for the first table).
+#[derive(Debug, Default)]
+pub struct Status {
+    pub generation: u64,
+    pub ingresses: BTreeMap<String, IngressStatus>,
 }
 
 impl Admin {
@@ -28,6 +41,11 @@ impl Admin {
                 StatusCode::OK,
                 Bytes::from(self.metrics.render()),
                 "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            "/status" => (
+                StatusCode::OK,
+                Bytes::from(status_json(&self.status.load())),
+                "application/json",
             ),
             // A table is installed before the listeners start, so being up means being ready.
             "/healthz" | "/ready" => (
@@ -66,4 +84,25 @@ impl ServerApp for Admin {
             .await;
         None
     }
+}
+
+fn status_json(status: &Status) -> String {
+    let ingresses: Map<String, Value> = status
+        .ingresses
+        .iter()
+        .map(|(key, s)| {
+            let entry = match s {
+                IngressStatus::Ready { hash } => json!({"ready": true, "hash": &**hash}),
+                IngressStatus::Invalid(errors) => json!({"ready": false, "reason": "Invalid",
+                    "message": errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")}),
+                IngressStatus::NotReady { reason, message } => {
+                    json!({"ready": false, "reason": reason, "message": message})
+                }
+                IngressStatus::Conflict { host } => json!({"ready": false, "reason": "DomainConflict",
+                    "message": format!("host {host} is already served by another KIngress")}),
+            };
+            (key.clone(), entry)
+        })
+        .collect();
+    json!({"generation": status.generation, "ingresses": ingresses}).to_string() + "\n"
 }

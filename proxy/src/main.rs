@@ -51,6 +51,7 @@ struct Tables {
     metrics: Arc<metrics::Metrics>,
     /// Remembers unchanged KIngresses between loads, so a reload costs what changed.
     deriver: Mutex<Deriver>,
+    status: Arc<ArcSwap<admin::Status>>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
+        status: Arc::default(),
     });
     // The first load must succeed; later failures keep the last good table.
     let mut watch = match files::watch(&args.config_dir) {
@@ -166,6 +168,7 @@ fn main() -> ExitCode {
                     label.to_string(),
                     admin::Admin {
                         metrics: Arc::clone(&tables.metrics),
+                        status: Arc::clone(&tables.status),
                     },
                 );
                 admin.add_tcp(&addr.to_string());
@@ -198,6 +201,10 @@ impl Tables {
         self.certs.store(Arc::new(certs));
         self.routes.store(Arc::new(derived.table));
         self.metrics.table_generation.inc();
+        self.status.store(Arc::new(admin::Status {
+            generation: self.metrics.table_generation.get(),
+            ingresses: derived.status,
+        }));
         self.metrics.table_ingresses.set(served);
         self.metrics
             .table_load_seconds

@@ -44,9 +44,15 @@ pub fn bin_path(name: &str) -> PathBuf {
 
 /// Starts `knoxy-testbackend` on an ephemeral loopback port.
 pub fn backend() -> Proc {
+    backend_with(&[])
+}
+
+/// [`backend`] with extra arguments (`--suffix NAME`, say).
+pub fn backend_with(extra: &[&str]) -> Proc {
     Proc::builder("knoxy-testbackend")
         .arg("--listen")
         .arg("127.0.0.1:0")
+        .args(extra)
         .wait_for(&["backend"])
         .spawn()
 }

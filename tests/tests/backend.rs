@@ -1,6 +1,8 @@
 //! Tests of the test backend itself, started as a real process through the harness.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -336,39 +338,15 @@ async fn grpc_unary_ping_replies_pong() {
 #[tokio::test]
 async fn grpc_bidi_stream_answers_each_message_before_the_next_is_sent() {
     let backend = backend();
-    let mut grpc = grpc_client(backend.addr("backend")).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|message| (message, rx))
-    });
-    within("gRPC ready", grpc.ready()).await.unwrap();
-    let response = within(
-        "PingStream headers",
-        grpc.streaming(
-            tonic::Request::new(outbound),
-            PathAndQuery::from_static("/knoxy.test.Ping/PingStream"),
-            ProstCodec::<PingRequest, PingReply>::default(),
-        ),
-    )
-    .await
-    .unwrap();
-    let mut inbound = response.into_inner();
+    let endpoint = Channel::from_shared(format!("http://{}", backend.addr("backend"))).unwrap();
+    let mut stream = common::PingStream::open(endpoint).await;
     for i in 0..3 {
-        let message = format!("m{i}");
-        within("queue request", tx.send(PingRequest { message }))
-            .await
-            .unwrap();
-        let reply = within("reply to the message just sent", inbound.message())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply.message, format!("pong: m{i}"));
+        assert_eq!(
+            stream.round_trip(&format!("m{i}")).await,
+            format!("pong: m{i}")
+        );
     }
-    drop(tx);
-    let end = within("end of the reply stream", inbound.message())
-        .await
-        .unwrap();
-    assert_eq!(end, None);
+    stream.finish().await;
 }
 
 #[tokio::test]

@@ -46,6 +46,14 @@ static FILLER: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 /// Largest gRPC message accepted; the test messages are tiny.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
 
+/// `--suffix`: appended to WebSocket text echoes and gRPC pongs and shown in JSON echoes, so
+/// that a test behind a split can tell which backend answered (as Knative's runtime image).
+static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn suffix() -> &'static str {
+    SUFFIX.get().map_or("", String::as_str)
+}
+
 /// Counters and switches shared by all connections.
 struct State {
     health: AtomicU16,
@@ -143,7 +151,7 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("knoxy-testbackend: {message}");
             eprintln!(
-                "usage: knoxy-testbackend [--listen ADDR]   (default 127.0.0.1:$PORT, PORT=8080)"
+                "usage: knoxy-testbackend [--listen ADDR] [--suffix TEXT]   (default 127.0.0.1:$PORT, PORT=8080)"
             );
             return ExitCode::from(2);
         }
@@ -177,6 +185,9 @@ fn parse_args() -> Result<SocketAddr, String> {
             listen = args.next().ok_or("--listen needs an address")?;
         } else if let Some(value) = arg.strip_prefix("--listen=") {
             value.clone_into(&mut listen);
+        } else if arg == "--suffix" {
+            let value = args.next().ok_or("--suffix needs a value")?;
+            let _ = SUFFIX.set(value);
         } else {
             return Err(format!("unknown argument {arg:?}"));
         }
@@ -377,6 +388,7 @@ async fn echo(peer: SocketAddr, req: Request<Incoming>) -> Response<RespBody> {
             "headers": headers_json(&parts.headers),
             "body_bytes": body_bytes,
             "remote_addr": peer.to_string(),
+            "suffix": suffix(),
         }))
     };
     with_status(response, options.status)
@@ -630,6 +642,12 @@ fn websocket(mut req: Request<Incoming>, guard: InFlight) -> Response<RespBody> 
         while let Some(message) = socket.next().await {
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    let message = match message {
+                        Message::Text(text) if !suffix().is_empty() => {
+                            Message::text(format!("{}{}", text.as_str(), suffix()))
+                        }
+                        other => other,
+                    };
                     if socket.send(message).await.is_err() {
                         break;
                     }
@@ -677,7 +695,7 @@ async fn grpc_call(state: &State, req: Request<Incoming>) -> Response<RespBody> 
     match req.uri().path() {
         grpc::PING => {
             unary(req, |request: PingRequest| PingReply {
-                message: format!("pong: {}", request.message),
+                message: format!("pong: {}{}", request.message, suffix()),
             })
             .await
         }
@@ -757,7 +775,7 @@ fn ping_stream(req: Request<Incoming>) -> Response<RespBody> {
                     return match PingRequest::decode(message) {
                         Ok(request) => {
                             let reply = PingReply {
-                                message: format!("pong: {}", request.message),
+                                message: format!("pong: {}{}", request.message, suffix()),
                             };
                             Some((
                                 Ok::<_, BoxError>(Frame::data(grpc::frame(&reply))),

@@ -4,6 +4,9 @@
 use http::uri::PathAndQuery;
 use knoxy_tests::grpc::{PingReply, PingRequest};
 use knoxy_tests::within;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 /// Connects to `channel`'s endpoint and sends one unary `knoxy.test.Ping/Ping`; the reply text.
 pub async fn ping(channel: tonic::transport::Endpoint, message: &str) -> String {
@@ -21,4 +24,113 @@ pub async fn ping(channel: tonic::transport::Endpoint, message: &str) -> String 
     .await
     .unwrap();
     reply.into_inner().message
+}
+
+/// A `knoxy.test.Ping/PingStream` call kept open: each `round_trip` sends one message and
+/// waits for its reply, so a test can see which backend answers every message of one stream.
+pub struct PingStream {
+    tx: tokio::sync::mpsc::Sender<PingRequest>,
+    inbound: tonic::Streaming<PingReply>,
+}
+
+impl PingStream {
+    pub async fn open(channel: tonic::transport::Endpoint) -> PingStream {
+        let mut grpc =
+            tonic::client::Grpc::new(within("gRPC connect", channel.connect()).await.unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
+        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|message| (message, rx))
+        });
+        within("gRPC ready", grpc.ready()).await.unwrap();
+        let response = within(
+            "PingStream headers",
+            grpc.streaming(
+                tonic::Request::new(outbound),
+                PathAndQuery::from_static("/knoxy.test.Ping/PingStream"),
+                tonic_prost::ProstCodec::<PingRequest, PingReply>::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        PingStream {
+            tx,
+            inbound: response.into_inner(),
+        }
+    }
+
+    pub async fn round_trip(&mut self, message: &str) -> String {
+        let request = PingRequest {
+            message: message.into(),
+        };
+        within("send on the stream", self.tx.send(request))
+            .await
+            .unwrap();
+        within("the reply", self.inbound.message())
+            .await
+            .unwrap()
+            .expect("a reply before the stream ends")
+            .message
+    }
+
+    /// Half-closes the stream; the server's end of the stream follows.
+    pub async fn finish(self) {
+        let PingStream { tx, mut inbound } = self;
+        drop(tx);
+        let end = within("end of the reply stream", inbound.message())
+            .await
+            .unwrap();
+        assert_eq!(end, None);
+    }
+}
+
+/// A gRPC endpoint on `addr` whose requests carry `:authority` `authority` (Knative's tests
+/// dial the gateway with the ingress host and port 80).
+pub fn grpc_endpoint(addr: std::net::SocketAddr, authority: &str) -> tonic::transport::Endpoint {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .origin(format!("http://{authority}").parse().unwrap())
+}
+
+/// A self-signed certificate for `hosts`: (PEM certificate, PEM key, DER to trust).
+pub fn certificate(hosts: &[&str]) -> (String, String, CertificateDer<'static>) {
+    let made = rcgen::generate_simple_self_signed(
+        hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    (
+        made.cert.pem(),
+        made.signing_key.serialize_pem(),
+        made.cert.der().clone(),
+    )
+}
+
+/// A TLS client trusting only `root`, offering the one ALPN protocol `alpn`.
+pub fn tls_connector(root: &CertificateDer<'static>, alpn: &[u8]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// GET `path` over TLS to `addr` with SNI and Host `sni`; the protocol follows ALPN. A failed
+/// handshake is the error.
+pub async fn get_tls(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    path: &str,
+    tls: &TlsConnector,
+) -> std::io::Result<(http::StatusCode, http::Version, String)> {
+    let tcp = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let stream = within("handshake", tls.connect(name, tcp)).await?;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    Ok(knoxy_tests::get_over(stream, h2, sni, path).await)
 }

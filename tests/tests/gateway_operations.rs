@@ -1,0 +1,337 @@
+//! The gateway beyond Knative's conformance suite (contract §7): live reload, broken files,
+//! conflicts and deletions with the status the admin port reports, metrics, SIGTERM, a
+//! refused backend and the access log. KIngress YAML in a directory, the real binary on
+//! loopback, the test backend as the revisions' pods.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use knoxy_tests::{
+    backend, empty, fetch, gateway, http1_client, json, request_with, Proc, TempDir,
+};
+
+/// A KIngress of Knoxy's class; `rules` is YAML for `spec.rules`.
+fn kingress(name: &str, http_option: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev\nspec:\n  httpOption: {http_option}\n  rules:\n{rules}\n---\n"
+    )
+}
+
+/// A revision's public Service and the EndpointSlice of its one pod (a test backend).
+fn revision(name: &str, pod: &Proc) -> String {
+    let port = pod.addr("backend").port();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abc\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
+    )
+}
+
+fn rule(hosts: &str, visibility: &str, splits: &[(&str, u32)]) -> String {
+    let splits: String = splits
+        .iter()
+        .map(|(rev, pct)| format!("        - {{serviceNamespace: default, serviceName: {rev}, servicePort: 80, percent: {pct}, appendHeaders: {{Knative-Serving-Revision: {rev}}}}}\n"))
+        .collect();
+    format!("  - hosts: [{hosts}]\n    visibility: {visibility}\n    http:\n      paths:\n      - appendHeaders: {{X-Path: base}}\n        splits:\n{splits}")
+}
+
+/// One revision (a test backend) behind a KIngress `name` with one ExternalIP rule for
+/// `host`, served by a fresh gateway; the backend and directory live as long as the tuple.
+fn one_host(name: &str, http_option: &str, host: &str) -> (Proc, TempDir, Proc) {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let ingress = kingress(
+        name,
+        http_option,
+        &rule(host, "ExternalIP", &[("hello-00001", 100)]),
+    );
+    dir.write("revision.yaml", &revision("hello-00001", &pod));
+    dir.write(&format!("{name}.yaml"), &ingress);
+    let gw = gateway(&dir.0);
+    (pod, dir, gw)
+}
+
+async fn get_host(
+    gw: &Proc,
+    listener: &str,
+    host: &str,
+    path: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    fetch(
+        &http1_client(),
+        request_with(
+            Method::GET,
+            &gw.url(listener, path),
+            &[("host", host), ("x-path", "client")],
+            empty(),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
+    let (_pod, dir, gw) = one_host("a", "Enabled", "a.example.com");
+    assert_eq!(
+        get_host(&gw, "public", "a.example.com", "/").await.0,
+        StatusCode::OK
+    );
+
+    dir.write(
+        "b.yaml",
+        &kingress(
+            "b",
+            "Enabled",
+            &rule("b.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_host(&gw, "public", "b.example.com", "/").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "b.example.com was never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    dir.write("c.yaml", "apiVersion: v1\nkind: [broken\n");
+    assert!(
+        gw.wait_for_output(
+            "keeping the last good configuration",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.stderr_text()
+    );
+    assert!(
+        gw.stderr_text().contains("c.yaml"),
+        "the error names the file: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(
+        get_host(&gw, "public", "a.example.com", "/").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_host(&gw, "public", "b.example.com", "/").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "hello.example.com");
+    for _ in 0..3 {
+        assert_eq!(
+            get_host(&gw, "public", "hello.example.com", "/").await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get_host(&gw, "public", "nope.example.com", "/").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, headers, text) = knoxy_tests::get(&gw.url("admin", "/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(
+        text.contains(
+            r#"knoxy_requests_total{code="200",ingress="default/hello",listener="public"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"knoxy_requests_total{code="404",ingress="",listener="public"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("knoxy_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("knoxy_route_table_generation 1")
+            || text.contains("knoxy_route_table_generation 2"),
+        "{text}"
+    );
+    assert!(text.contains("knoxy_route_table_ingresses 1"), "{text}");
+    assert!(text.contains("knoxy_open_connections"), "{text}");
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/healthz")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/ready")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        knoxy_tests::get(&gw.url("admin", "/other")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let (_pod, _dir, mut gw) = one_host("hello", "Enabled", "hello.example.com");
+    let url = gw.url("public", "/?sleep=1500");
+    let in_flight = tokio::spawn(async move {
+        fetch(
+            &http1_client(),
+            request_with(Method::GET, &url, &[("host", "hello.example.com")], empty()),
+        )
+        .await
+        .0
+    });
+    // An idle keep-alive connection must not hold the drain up.
+    let idle = tokio::net::TcpStream::connect(gw.addr("public"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gw.signal(knoxy_tests::Signal::SIGTERM);
+    assert_eq!(
+        knoxy_tests::within("request in flight", in_flight)
+            .await
+            .unwrap(),
+        StatusCode::OK
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("knoxy exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "drained in {:?}, not at the 30 s bound",
+        signalled.elapsed()
+    );
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_refused_backend_gets_a_prompt_502() {
+    let pod = backend();
+    let dir = TempDir::new("gw");
+    let port = pod.addr("backend").port();
+    drop(pod);
+    let text = kingress("hello", "Enabled", &rule("hello.example.com", "ExternalIP", &[("hello-00001", 100)]))
+        + &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-abc\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {port}}}]\n");
+    dir.write("hello.yaml", &text);
+    let gw = gateway(&dir.0);
+    let started = Instant::now();
+    assert_eq!(
+        get_host(&gw, "public", "hello.example.com", "/").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no retries: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_one_json_line_per_request_when_on() {
+    let (_pod, dir, quiet) = one_host("hello", "Enabled", "hello.example.com");
+    assert_eq!(
+        get_host(&quiet, "public", "hello.example.com", "/q")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let logging = knoxy_tests::gateway_with(&dir.0, &["--access-log"]);
+    assert_eq!(
+        get_host(&logging, "public", "hello.example.com", "/a?b=1")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_host(&logging, "public", "nope.example.com", "/")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        logging.wait_for_output("nope.example.com", Duration::from_secs(5)),
+        "{}",
+        logging.stdout_text()
+    );
+    let lines: Vec<serde_json::Value> = logging
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(json)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["ingress"], "default/hello");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["host"], "hello.example.com");
+    assert_eq!(lines[0]["uri"], "/a?b=1");
+    assert_eq!(lines[0]["status"], 200);
+    assert!(lines[0]["duration_ms"].as_f64().is_some());
+    assert_eq!(lines[1]["status"], 404);
+    assert!(
+        !quiet.stdout_text().contains("\"uri\""),
+        "off by default: {}",
+        quiet.stdout_text()
+    );
+}
+
+#[tokio::test]
+async fn status_reports_conflicts_and_missing_backends_and_a_deletion_frees_the_host() {
+    let (_pod, dir, gw) = one_host("first", "Enabled", "shared.example.com");
+    let second = kingress(
+        "second",
+        "Enabled",
+        &rule("shared.example.com", "ExternalIP", &[("hello-00001", 100)]),
+    );
+    let orphan = kingress(
+        "orphan",
+        "Enabled",
+        &rule("orphan.example.com", "ExternalIP", &[("no-such-rev", 100)]),
+    );
+    dir.write("second.yaml", &second);
+    dir.write("orphan.yaml", &orphan);
+    let status = |gw: &Proc| {
+        let url = gw.url("admin", "/status");
+        async move { json(&knoxy_tests::get(&url).await.2) }
+    };
+    let deadline = Instant::now() + knoxy_tests::TIMEOUT;
+    let mut seen = status(&gw).await;
+    while seen["ingresses"]["default/orphan"].is_null()
+        || seen["ingresses"]["default/second"].is_null()
+    {
+        assert!(Instant::now() < deadline, "{seen}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        seen = status(&gw).await;
+    }
+    let of = |name: &str| seen["ingresses"][format!("default/{name}")].clone();
+    assert_eq!(of("first")["ready"], true, "{seen}");
+    assert_eq!(of("second")["reason"], "DomainConflict", "{seen}");
+    assert_eq!(of("orphan")["reason"], "ServiceNotFound", "{seen}");
+    assert_eq!(
+        get_host(&gw, "public", "shared.example.com", "/").await.0,
+        StatusCode::OK,
+        "the first KIngress keeps the host"
+    );
+    assert_eq!(
+        get_host(&gw, "public", "orphan.example.com", "/").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    std::fs::remove_file(dir.0.join("first.yaml")).unwrap();
+    while status(&gw).await["ingresses"]["default/second"]["ready"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "second never took the freed host"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status(&gw).await["ingresses"]["default/first"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        get_host(&gw, "public", "shared.example.com", "/").await.0,
+        StatusCode::OK,
+        "the second KIngress serves the host once the first is deleted"
+    );
+}

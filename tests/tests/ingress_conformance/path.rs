@@ -1,0 +1,73 @@
+//! `dispatch/path`, `dispatch/path_and_percentage` (Knative's path.go).
+
+use serde_json::json;
+
+use crate::fixture::*;
+
+#[tokio::test]
+async fn dispatch_path() {
+    let mut c = Cluster::new();
+    let (foo, bar, baz, all) = (
+        c.service("foo"),
+        c.service("bar"),
+        c.service("baz"),
+        c.service("catch-all"),
+    );
+    let paths = json!([
+        {"path": "/foo", "splits": [split(&foo, 100)]},
+        {"path": "/bar", "splits": [split(&bar, 100)]},
+        {"path": "/baz", "splits": [split(&baz, 100)]},
+        {"splits": [split(&all, 100)]},
+    ]);
+    c.ingress(
+        "path",
+        json!({"rules": [rule(&["path.example.com"], paths)]}),
+    );
+    let gw = c.gateway();
+    ready(&gw, "path", None).await;
+
+    for (path, want) in [
+        ("/foo", "foo"),
+        ("/bar", "bar"),
+        ("/baz", "baz"),
+        ("/foo/x?y=1", "foo"),
+        ("/foobar", "foo"), // a literal string prefix, not a path segment
+        ("", "catch-all"),
+        ("/", "catch-all"),
+        ("/asdf", "catch-all"),
+    ] {
+        let (status, body) = get_host(&gw, "public", "path.example.com", path).await;
+        let seen = echo(status, &body);
+        assert_eq!(seen["suffix"], want, "{path:?}");
+        let sent = if path.is_empty() { "/" } else { path };
+        assert_eq!(seen["uri"], sent, "the path reaches the backend unchanged");
+    }
+}
+
+#[tokio::test]
+async fn dispatch_path_and_percentage() {
+    let mut c = Cluster::new();
+    let (a, b, all) = (c.service("foo-a"), c.service("foo-b"), c.service("rest"));
+    let paths = json!([
+        {"path": "/foo", "splits": [split(&a, 50), split(&b, 50)]},
+        {"splits": [split(&all, 100)]},
+    ]);
+    c.ingress(
+        "path-pct",
+        json!({"rules": [rule(&["pp.example.com"], paths)]}),
+    );
+    let gw = c.gateway();
+    ready(&gw, "path-pct", None).await;
+
+    let counts = spread(&gw, "public", "pp.example.com", "/foo", 1000, 8).await;
+    assert_eq!(counts.values().sum::<usize>(), 1000);
+    for name in ["foo-a", "foo-b"] {
+        let got = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            (350..=650).contains(&got),
+            "{name}: {got} of 1000 (want 500 ± 15%): {counts:?}"
+        );
+    }
+    let (status, body) = get_host(&gw, "public", "pp.example.com", "/other").await;
+    assert_eq!(echo(status, &body)["suffix"], "rest");
+}
