@@ -4,6 +4,7 @@
 //! YAML) into the gateway's config directory, and waiting for the gateway to report a
 //! KIngress Ready, as the tests wait for `IsReady`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -151,6 +152,55 @@ pub fn simple(host: &str, svc: &Svc) -> Value {
     json!({"rules": [rule(&[host], json!([{"splits": [split(svc, 100)]}]))]})
 }
 
+/// Paths `/foo`, `/bar`, `/baz` and a catch-all, each to its own Service `<prefix>foo`, …,
+/// `<prefix>all` (Knative's path dispatch); `PATH_CASES` says where requests should land.
+pub fn path_dispatch(c: &mut Cluster, prefix: &str) -> Value {
+    let mut svc = |name: &str| split(&c.service(&format!("{prefix}{name}")), 100);
+    json!([
+        {"path": "/foo", "splits": [svc("foo")]},
+        {"path": "/bar", "splits": [svc("bar")]},
+        {"path": "/baz", "splits": [svc("baz")]},
+        {"splits": [svc("all")]},
+    ])
+}
+
+/// (request path, Service suffix after the prefix) for `path_dispatch`.
+pub const PATH_CASES: [(&str, &str); 8] = [
+    ("/foo", "foo"),
+    ("/bar", "bar"),
+    ("/baz", "baz"),
+    ("/foo/x?y=1", "foo"),
+    ("/foobar", "foo"), // a literal string prefix, not a path segment
+    ("", "all"),
+    ("/", "all"),
+    ("/asdf", "all"),
+];
+
+/// One Service `<prefix>-<i>` per weight, as the splits of one path.
+pub fn weighted_splits(c: &mut Cluster, prefix: &str, weights: &[u32]) -> Value {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| split(&c.service(&format!("{prefix}-{i}")), *w))
+        .collect()
+}
+
+/// Each `<prefix>-<i>` got its weight within ±10 points, and a 0% split nothing.
+pub fn assert_shares(counts: &BTreeMap<String, usize>, prefix: &str, weights: &[u32]) {
+    let total: usize = counts.values().sum();
+    for (i, want) in weights.iter().enumerate() {
+        let got = counts.get(&format!("{prefix}-{i}")).copied().unwrap_or(0);
+        let got_percent = got as f64 * 100.0 / total as f64;
+        assert!(
+            (got_percent - f64::from(*want)).abs() <= 10.0,
+            "{prefix}-{i}: {got_percent}% (want {want}% ± 10): {counts:?}"
+        );
+        if *want == 0 {
+            assert_eq!(got, 0, "a 0% split gets nothing: {counts:?}");
+        }
+    }
+}
+
 // === Talking to the gateway ===
 
 /// GET `path` with Host `host` on listener `label` (`public`, `private`), HTTP/1.1.
@@ -226,7 +276,7 @@ pub async fn spread(
     path: &str,
     n: usize,
     parallel: usize,
-) -> std::collections::BTreeMap<String, usize> {
+) -> BTreeMap<String, usize> {
     use futures_util::StreamExt as _;
     let url = gw.url(label, path);
     let client = http1_client();
@@ -245,7 +295,7 @@ pub async fn spread(
         .buffer_unordered(parallel)
         .collect()
         .await;
-    let mut counts = std::collections::BTreeMap::new();
+    let mut counts = BTreeMap::new();
     for s in suffixes {
         *counts.entry(s).or_default() += 1;
     }

@@ -7,18 +7,7 @@ use crate::fixture::*;
 #[tokio::test]
 async fn dispatch_path() {
     let mut c = Cluster::new();
-    let (foo, bar, baz, all) = (
-        c.service("foo"),
-        c.service("bar"),
-        c.service("baz"),
-        c.service("catch-all"),
-    );
-    let paths = json!([
-        {"path": "/foo", "splits": [split(&foo, 100)]},
-        {"path": "/bar", "splits": [split(&bar, 100)]},
-        {"path": "/baz", "splits": [split(&baz, 100)]},
-        {"splits": [split(&all, 100)]},
-    ]);
+    let paths = path_dispatch(&mut c, "");
     c.ingress(
         "path",
         json!({"rules": [rule(&["path.example.com"], paths)]}),
@@ -26,16 +15,7 @@ async fn dispatch_path() {
     let gw = c.gateway();
     ready(&gw, "path", None).await;
 
-    for (path, want) in [
-        ("/foo", "foo"),
-        ("/bar", "bar"),
-        ("/baz", "baz"),
-        ("/foo/x?y=1", "foo"),
-        ("/foobar", "foo"), // a literal string prefix, not a path segment
-        ("", "catch-all"),
-        ("/", "catch-all"),
-        ("/asdf", "catch-all"),
-    ] {
+    for (path, want) in PATH_CASES {
         let (status, body) = get_host(&gw, "public", "path.example.com", path).await;
         let seen = echo(status, &body);
         assert_eq!(seen["suffix"], want, "{path:?}");
