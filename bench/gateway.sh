@@ -61,3 +61,14 @@ sleep 1
 HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, metrics) vs HAProxy and nginx" \
   "bench/results/gateway-$(date -u +%Y-%m-%d).md" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" "knoxy:$GATEWAY:$GATEWAY_PID"
+
+# PROFILE=1: one more wrk run with `perf record` on the gateway; the hottest symbols.
+if [ -n "${PROFILE:-}" ]; then
+  perf record -F 2000 -g -o "$WORK/perf.data" -p "$GATEWAY_PID" -- sleep "$SECS" >/dev/null 2>&1 &
+  PERF=$!
+  wrk -t1 -c50 -d"${SECS}s" -H "Host: hello.example.com" "http://127.0.0.1:$GATEWAY/" >/dev/null
+  wait $PERF
+  perf report -i "$WORK/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
+    | grep -E '^ +[0-9]' | sed 's/  */ /g' | cut -c1-150 > bench/results/gateway-profile.txt
+  cat bench/results/gateway-profile.txt
+fi

@@ -96,6 +96,11 @@ impl HostTable {
         self.hosts.len() + usize::from(self.any.is_some())
     }
 
+    /// Every virtual host (one shared by several hosts comes once per host).
+    pub fn vhosts(&self) -> impl Iterator<Item = &VirtualHost> {
+        self.hosts.values().chain(&self.any).map(Arc::as_ref)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -4,7 +4,6 @@
 //! (`shared/notes/pingora-cost.md`).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -17,11 +16,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use knoxy_control::route::{HostTable, Route, RouteTable, Split, Target};
+use knoxy_upstream::{Endpoint, LeasedBody};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -29,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::drain::Connections;
 use crate::metrics::Metrics;
+use crate::upstreams::Upstreams;
 
 const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
 
@@ -50,12 +49,11 @@ impl Visibility {
     }
 }
 
-/// One listener's app: the shared table, its visibility, the upstream clients.
+/// One listener's app: the shared table, its visibility, the upstream pools.
 pub struct Gateway {
     table: Arc<ArcSwap<RouteTable>>,
     visibility: Visibility,
-    h1: Client<HttpConnector, Incoming>,
-    h2c: Client<HttpConnector, Incoming>,
+    upstreams: Arc<Upstreams>,
     /// Spreads requests over a split's endpoints.
     next: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -70,20 +68,16 @@ impl Gateway {
     pub fn new(
         table: Arc<ArcSwap<RouteTable>>,
         visibility: Visibility,
+        upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         connections: Arc<Connections>,
         tls: Option<TlsAcceptor>,
         access_log: bool,
     ) -> Gateway {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         Gateway {
             table,
             visibility,
-            h1: Client::builder(TokioExecutor::new()).build(connector.clone()),
-            h2c: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector),
+            upstreams,
             next: AtomicUsize::new(0),
             metrics,
             connections,
@@ -162,43 +156,44 @@ impl Gateway {
     }
 
     async fn forward(&self, mut req: Request<Incoming>, split: &Split) -> Response<Body> {
-        let (authority, port) = match &split.backend.target {
+        let endpoint = match &split.backend.target {
             Target::Endpoints(addrs) if !addrs.is_empty() => {
-                let addr: SocketAddr =
-                    addrs[self.next.fetch_add(1, Ordering::Relaxed) % addrs.len()];
-                (addr.ip().to_string(), addr.port())
+                Endpoint::Addr(addrs[self.next.fetch_add(1, Ordering::Relaxed) % addrs.len()])
             }
-            Target::Dns { host, port } => (host.clone(), *port),
+            Target::Dns { host, port } => Endpoint::Name {
+                host: host.clone(),
+                port: *port,
+            },
             Target::Endpoints(_) => {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints\n")
             }
         };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let host = if authority.contains(':') {
-            format!("[{authority}]")
-        } else {
-            authority
-        };
-        let Ok(uri) = format!("http://{host}:{port}{path}").parse::<Uri>() else {
-            return text(StatusCode::BAD_REQUEST, "bad request target\n");
-        };
-        *req.uri_mut() = uri;
+        let upstream = self.upstreams.get(endpoint);
         // A WebSocket (or other) upgrade is tunnelled end to end over HTTP/1.1.
         let upgrade = (req.version() != Version::HTTP_2
             && req.headers().contains_key(header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
-        let client = if split.backend.h2c && upgrade.is_none() {
+        let sent = if split.backend.h2c && upgrade.is_none() {
+            if !absolute_form(&mut req) {
+                return text(StatusCode::BAD_REQUEST, "bad request target\n");
+            }
             *req.version_mut() = Version::HTTP_2;
-            &self.h2c
+            upstream.send_h2(req).await.map(|r| (r, None))
         } else {
+            origin_form(&mut req);
             *req.version_mut() = Version::HTTP_11;
-            &self.h1
+            upstream
+                .send_h1(req)
+                .await
+                .map(|(r, lease)| (r, Some(lease)))
         };
-        let mut response = match client.request(req).await {
-            Ok(response) => response,
+        let (mut response, lease) = match sent {
+            Ok(sent) => sent,
             Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}\n")),
         };
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
+            // The upstream connection now belongs to the tunnel, not the pool.
+            drop(lease);
             let upstream_side = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
@@ -207,8 +202,9 @@ impl Gateway {
                             .await;
                 }
             });
+            return response.map(|_| empty());
         }
-        response.map(|b| b.boxed_unsync())
+        response.map(|body| LeasedBody::new(body, lease).boxed_unsync())
     }
 }
 
@@ -347,6 +343,40 @@ fn push_json(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// HTTP/1.1 upstream: the request target is the path (an h2 request's authority is in Host
+/// already, see `rewrite`).
+fn origin_form(req: &mut Request<Incoming>) {
+    if req.uri().authority().is_some() {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = Uri::try_from(path) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// h2c upstream: the Host (rewritten or not) becomes `:authority`; false if it is not one.
+fn absolute_form(req: &mut Request<Incoming>) -> bool {
+    let Some(host) = req.headers_mut().remove(header::HOST) else {
+        return false;
+    };
+    let Ok(authority) = http::uri::Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    match Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn host_of<B>(req: &Request<B>) -> &str {
     req.headers()
         .get(header::HOST)
@@ -372,6 +402,12 @@ fn redirect(host: &str, uri: &Uri) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

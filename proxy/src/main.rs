@@ -16,6 +16,7 @@ mod drain;
 mod gateway;
 mod metrics;
 mod tls;
+mod upstreams;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -52,6 +53,7 @@ struct Tables {
     /// Remembers unchanged KIngresses between loads, so a reload costs what changed.
     deriver: Mutex<Deriver>,
     status: Arc<ArcSwap<admin::Status>>,
+    upstreams: Arc<upstreams::Upstreams>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
         status: Arc::default(),
+        upstreams: Arc::default(),
     });
     // The first load must succeed; later failures keep the last good table.
     let mut watch = match files::watch(&args.config_dir) {
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
             Gateway::new(
                 Arc::clone(&tables.routes),
                 visibility,
+                Arc::clone(&tables.upstreams),
                 metrics,
                 connections,
                 acceptor,
@@ -199,6 +203,7 @@ impl Tables {
             eprintln!("knoxy: {p}");
         }
         self.certs.store(Arc::new(certs));
+        self.upstreams.retain_for(&derived.table);
         self.routes.store(Arc::new(derived.table));
         self.metrics.table_generation.inc();
         self.status.store(Arc::new(admin::Status {

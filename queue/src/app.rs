@@ -18,8 +18,8 @@ use crate::readiness::Readiness;
 use crate::requestlog::{self, RequestLog};
 use crate::server::{self, Engines, Listeners};
 use crate::stats::{self, Stats};
-use crate::upstream::Upstream;
 use crate::usermetrics::UserMetrics;
+use knoxy_upstream::{Endpoint, Upstream};
 
 pub struct App {
     handler: Arc<Handler>,
@@ -49,7 +49,7 @@ impl App {
             stats: Arc::clone(&stats),
             breaker,
             upstream: Upstream::new(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.user_port)),
+                Endpoint::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.user_port))),
                 max_idle,
             ),
             active: Arc::clone(&active),

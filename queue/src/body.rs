@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::handler::Guard;
-use crate::upstream::Lease;
+use knoxy_upstream::{Lease, LeasedBody};
 
 /// Appended to a response whose headers were already sent when a timeout fired.
 pub const TIMEOUT_BODY: &str = "request timeout";
@@ -28,12 +28,11 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
-        inner: Incoming,
+        inner: LeasedBody,
         timer: Pin<Box<Sleep>>,
         total: Instant,
         idle: Option<Duration>,
         last_write: Instant,
-        lease: Option<Lease>,
         done: bool,
         guard: Guard,
     }
@@ -63,21 +62,13 @@ impl Body {
     ) -> Body {
         let now = Instant::now();
         timer.as_mut().reset(next_deadline(total, idle, now));
-        let mut lease = lease;
-        if inner.is_end_stream() {
-            // hyper never polls an empty body: the connection is free already.
-            if let Some(lease) = lease.take() {
-                lease.release();
-            }
-        }
         Body::Proxy {
             inner: ProxyBody {
-                inner,
+                inner: LeasedBody::new(inner, lease),
                 timer,
                 total,
                 idle,
                 last_write: now,
-                lease,
                 done: false,
                 guard,
             },
@@ -133,19 +124,10 @@ impl ProxyBody {
                 if this.idle.is_some() {
                     *this.last_write = Instant::now();
                 }
-                if this.inner.is_end_stream() {
-                    // hyper stops polling once a body reports its end, so release now.
-                    if let Some(lease) = this.lease.take() {
-                        lease.release();
-                    }
-                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {
                 *this.done = true;
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
                 return Poll::Ready(None);
             }
             Poll::Ready(Some(Err(e))) => {
@@ -170,8 +152,8 @@ impl ProxyBody {
                 "Idle timeout"
             };
             crate::log::warning!("{which} after the response started");
+            // The connection (still leased, mid-response) is closed when the body drops.
             *this.done = true;
-            *this.lease = None;
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
                 TIMEOUT_BODY.as_bytes(),
             )))));

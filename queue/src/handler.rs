@@ -21,8 +21,8 @@ use crate::log;
 use crate::readiness::Readiness;
 use crate::requestlog::{Entry, RequestLog};
 use crate::stats::{InFlight, Stats};
-use crate::upstream::{Lease, Upstream};
 use crate::usermetrics::{Record, UserMetrics};
+use knoxy_upstream::{Lease, Upstream};
 
 // === Types ===
 

@@ -335,3 +335,21 @@ async fn status_reports_conflicts_and_missing_backends_and_a_deletion_frees_the_
         "the second KIngress serves the host once the first is deleted"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_once_a_response_is_read() {
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "reuse.example.com");
+    let mut peers = std::collections::BTreeSet::new();
+    for path in ["/", "/?bytes=200000", "/", "/?stream=1&n=3&gap=1", "/"] {
+        let (status, _, body) = get_host(&gw, "public", "reuse.example.com", path).await;
+        assert_eq!(status, StatusCode::OK);
+        if path == "/" {
+            peers.insert(json(&body)["remote_addr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        peers.len(),
+        1,
+        "one upstream connection serves them all: {peers:?}"
+    );
+}

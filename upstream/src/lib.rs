@@ -1,14 +1,21 @@
-//! Connections to the user container at `127.0.0.1:USER_PORT`: a pool of HTTP/1.1
-//! connections and one shared h2c connection, dialled as Knative's transport dials.
+//! Connections to one upstream (the user container for knoxy-queue; a pod or an ExternalName
+//! for the gateway): a FIFO pool of HTTP/1.1 connections and one shared h2c connection,
+//! dialled as Knative's transport dials. Shared by both proxies so they pool the same way.
+
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,18 +28,34 @@ const DIAL_BACKOFF: f64 = 1.4;
 const DIAL_STEPS: u32 = 15;
 const TCP_KEEPALIVE: Duration = Duration::from_secs(5);
 
+/// Where an upstream is: an address, or a DNS name resolved at each dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Addr(addr) => write!(f, "{addr}"),
+            Endpoint::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("dial tcp {addr}: connect: {reason}")]
-    Dial { addr: SocketAddr, reason: String },
+    Dial { addr: Endpoint, reason: String },
     #[error("timed out dialing {addr} after {secs:.2}s")]
-    DialTimeout { addr: SocketAddr, secs: f64 },
+    DialTimeout { addr: Endpoint, secs: f64 },
     #[error("{0}")]
     Http(#[from] hyper::Error),
 }
 
 pub struct Upstream {
-    addr: SocketAddr,
+    addr: Endpoint,
     idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,
     max_idle: usize,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
@@ -45,8 +68,9 @@ pub struct Lease {
 }
 
 impl Upstream {
-    /// `max_idle` is CC, or 1000 when CC is 0 (Knative's `MaxIdleConnsPerHost`).
-    pub fn new(addr: SocketAddr, max_idle: usize) -> Arc<Upstream> {
+    /// At most `max_idle` idle HTTP/1.1 connections are kept (the queue: CC, or 1000 when CC
+    /// is 0, Knative's `MaxIdleConnsPerHost`).
+    pub fn new(addr: Endpoint, max_idle: usize) -> Arc<Upstream> {
         Arc::new(Upstream {
             addr,
             idle: Mutex::new(VecDeque::new()),
@@ -130,7 +154,15 @@ impl Upstream {
         let started = tokio::time::Instant::now();
         let mut step_timeout = DIAL_TIMEOUT;
         for _ in 0..DIAL_STEPS {
-            match tokio::time::timeout(step_timeout, TcpStream::connect(self.addr)).await {
+            let connect = async {
+                match &self.addr {
+                    Endpoint::Addr(addr) => TcpStream::connect(addr).await,
+                    Endpoint::Name { host, port } => {
+                        TcpStream::connect((host.as_str(), *port)).await
+                    }
+                }
+            };
+            match tokio::time::timeout(step_timeout, connect).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let sock = socket2::SockRef::from(&stream);
@@ -140,7 +172,7 @@ impl Upstream {
                 }
                 Ok(Err(e)) => {
                     return Err(UpstreamError::Dial {
-                        addr: self.addr,
+                        addr: self.addr.clone(),
                         reason: describe(&e),
                     })
                 }
@@ -148,7 +180,7 @@ impl Upstream {
             }
         }
         Err(UpstreamError::DialTimeout {
-            addr: self.addr,
+            addr: self.addr.clone(),
             secs: started.elapsed().as_secs_f64(),
         })
     }
@@ -161,6 +193,56 @@ impl Lease {
         if idle.len() < self.upstream.max_idle {
             idle.push_back(self.sender);
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that gives its connection back to the pool once read to the end (a
+    /// body dropped early takes its connection with it: it may hold unread bytes).
+    pub struct LeasedBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+    }
+}
+
+impl LeasedBody {
+    pub fn new(inner: Incoming, lease: Option<Lease>) -> LeasedBody {
+        let mut lease = lease;
+        if inner.is_end_stream() {
+            // hyper never polls an empty body: the connection is free already.
+            if let Some(lease) = lease.take() {
+                lease.release();
+            }
+        }
+        LeasedBody { inner, lease }
+    }
+}
+
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = this.inner.as_mut().poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || this.inner.is_end_stream() {
+            if let Some(lease) = this.lease.take() {
+                lease.release();
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
