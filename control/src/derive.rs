@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue};
+
 use crate::k8s::{EndpointSlice, Secret, Service, APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
 use crate::kingress::{IngressBackendSplit, IntOrString, KIngress, KNOXY_INGRESS_CLASS};
 use crate::probe_hash::probe_hash;
@@ -199,13 +201,11 @@ fn translate(
                 } else {
                     path.path.clone()
                 },
-                headers: path
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.exact.clone()))
-                    .collect(),
-                append_headers: pairs(&path.append_headers),
-                rewrite_host: Some(path.rewrite_host.clone()).filter(|h| !h.is_empty()),
+                headers: header_pairs(path.headers.iter().map(|(k, m)| (k, &m.exact))),
+                append_headers: header_pairs(&path.append_headers),
+                rewrite_host: Some(path.rewrite_host.as_str())
+                    .filter(|h| !h.is_empty())
+                    .and_then(|h| HeaderValue::from_str(h).ok()),
                 splits,
                 redirect_https: redirect && !cluster_local,
                 probe_hash: Arc::clone(&hash),
@@ -361,7 +361,7 @@ fn split(view: &mut View<'_>, ns: &str, s: &IngressBackendSplit) -> Result<Split
     Ok(Split {
         percent: u32::try_from(s.percent).unwrap_or(0),
         backend: backend(view, ns, &s.service_name, &s.service_port)?,
-        append_headers: pairs(&s.append_headers),
+        append_headers: header_pairs(&s.append_headers),
     })
 }
 
@@ -474,8 +474,19 @@ fn cert(
     })
 }
 
-fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+/// Header names and values, parsed (validation has already rejected any that do not parse).
+fn header_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn port_text(port: &IntOrString) -> String {

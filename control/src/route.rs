@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 /// Everything the gateway's listeners need, swapped in whole when the objects change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteTable {
@@ -36,11 +38,11 @@ pub struct Route {
     pub ingress: Arc<str>,
     /// A literal prefix (`/` when the KIngress left it empty).
     pub prefix: String,
-    /// Exact matches, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// Set (not appended) before the split's own.
-    pub append_headers: Vec<(String, String)>,
-    pub rewrite_host: Option<String>,
+    /// Exact matches.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set (not appended) before the split's own; parsed once here, not per request.
+    pub append_headers: Vec<(HeaderName, HeaderValue)>,
+    pub rewrite_host: Option<HeaderValue>,
     pub splits: Vec<Split>,
     /// `httpOption: Redirected` on an ExternalIP rule: plain HTTP gets a 301 to https.
     pub redirect_https: bool,
@@ -53,7 +55,7 @@ pub struct Split {
     /// 0-100; a split with 0 never receives traffic.
     pub percent: u32,
     pub backend: Backend,
-    pub append_headers: Vec<(String, String)>,
+    pub append_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,17 +133,13 @@ impl HostTable {
 }
 
 impl VirtualHost {
-    /// The first route whose prefix and headers match.
-    pub fn route<'a>(
-        &self,
-        path: &str,
-        header: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<&Route> {
+    /// The first route whose prefix and headers match (an absent header matches nothing).
+    pub fn route(&self, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| {
             path.starts_with(r.prefix.as_str())
                 && r.headers
                     .iter()
-                    .all(|(name, value)| header(name) == Some(value.as_str()))
+                    .all(|(name, value)| headers.get(name) == Some(value))
         })
     }
 }

@@ -79,6 +79,16 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
             if !path.path.is_empty() && !path.path.starts_with('/') {
                 err(format!("{at}.path"), "must start with /");
             }
+            // Beyond Knative's webhook: the gateway must be able to send what it is told to.
+            for (name, value) in &path.append_headers {
+                check_header(&mut err, &format!("{at}.appendHeaders[{name}]"), name, value);
+            }
+            for (name, matcher) in &path.headers {
+                check_header(&mut err, &format!("{at}.headers[{name}]"), name, &matcher.exact);
+            }
+            if http::HeaderValue::from_str(&path.rewrite_host).is_err() {
+                err(format!("{at}.rewriteHost"), "not a valid Host header value");
+            }
             let splits = path.splits.as_deref().unwrap_or_default();
             if splits.is_empty() {
                 err(format!("{at}.splits"), "at least one split is required");
@@ -102,6 +112,9 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
                 if split.service_name.is_empty() {
                     err(format!("{at}.serviceName"), "missing field(s)");
                 }
+                for (name, value) in &split.append_headers {
+                    check_header(&mut err, &format!("{at}.appendHeaders[{name}]"), name, value);
+                }
                 if matches!(&split.service_port, IntOrString::Int(0))
                     || split.service_port == IntOrString::String(String::new())
                 {
@@ -114,6 +127,14 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+fn check_header(err: &mut impl FnMut(String, &str), at: &str, name: &str, value: &str) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        err(at.to_owned(), "not a valid header name");
+    } else if http::HeaderValue::from_str(value).is_err() {
+        err(at.to_owned(), "not a valid header value");
     }
 }
 
@@ -177,6 +198,20 @@ mod tests {
                 "spec.rules[0].http.paths[0].splits[0].serviceName",
                 "spec.rules[0].http.paths[0].splits[0].servicePort",
                 "spec.rules[0].http.paths[0].splits[1].percent",
+            ]
+        );
+    }
+
+    #[test]
+    fn headers_the_gateway_could_not_send_are_named() {
+        let spec = r#"{"rules":[{"http":{"paths":[{"appendHeaders":{"Bad Name":"x","Ok":"line\nbreak"},"headers":{"K":{"exact":"v"}},"rewriteHost":"a\u0000b","splits":[{"serviceNamespace":"default","serviceName":"s","servicePort":80,"appendHeaders":{"(x)":"y"}}]}]}}]}"#;
+        assert_eq!(
+            fields(spec),
+            [
+                "spec.rules[0].http.paths[0].appendHeaders[Bad Name]",
+                "spec.rules[0].http.paths[0].appendHeaders[Ok]",
+                "spec.rules[0].http.paths[0].rewriteHost",
+                "spec.rules[0].http.paths[0].splits[0].appendHeaders[(x)]",
             ]
         );
     }

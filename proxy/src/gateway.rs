@@ -131,19 +131,15 @@ impl Gateway {
             Visibility::Public => &table.public,
             Visibility::Private => &table.private,
         };
-        let host = host_of(&req).to_owned();
-        let Some(vhost) = hosts.find(&host) else {
+        let Some(vhost) = hosts.find(host_of(&req)) else {
             return (text(StatusCode::NOT_FOUND, "no such host\n"), None);
         };
-        let headers = req.headers();
-        let Some(route) = vhost.route(req.uri().path(), |name| {
-            headers.get(name).and_then(|v| v.to_str().ok())
-        }) else {
+        let Some(route) = vhost.route(req.uri().path(), req.headers()) else {
             return (text(StatusCode::NOT_FOUND, "no route\n"), None);
         };
         let ingress = Some(Arc::clone(&route.ingress));
         if route.redirect_https && self.visibility == Visibility::Public && self.tls.is_none() {
-            return (redirect(&host, req.uri()), ingress);
+            return (redirect(host_of(&req), req.uri()), ingress);
         }
         let Some(split) = route.pick(fastrand::u32(0..100)) else {
             return (
@@ -266,24 +262,15 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split) {
     let headers = req.headers_mut();
     for (name, value) in route.append_headers.iter().chain(&split.append_headers) {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(n, v);
-        }
+        headers.insert(name, value.clone());
     }
     if headers.get(K_NETWORK_HASH).is_some_and(|v| v == "override") {
         if let Ok(v) = HeaderValue::from_str(&route.probe_hash) {
             headers.insert(K_NETWORK_HASH, v);
         }
     }
-    if let Some(h) = route
-        .rewrite_host
-        .as_deref()
-        .and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        headers.insert(header::HOST, h);
+    if let Some(h) = &route.rewrite_host {
+        headers.insert(header::HOST, h.clone());
     }
     if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
         // An h2 request carries its host in :authority; keep it for an HTTP/1.1 upstream.
