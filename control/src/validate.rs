@@ -81,10 +81,20 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
             }
             // Beyond Knative's webhook: the gateway must be able to send what it is told to.
             for (name, value) in &path.append_headers {
-                check_header(&mut err, &format!("{at}.appendHeaders[{name}]"), name, value);
+                check_header(
+                    &mut err,
+                    &format!("{at}.appendHeaders[{name}]"),
+                    name,
+                    value,
+                );
             }
             for (name, matcher) in &path.headers {
-                check_header(&mut err, &format!("{at}.headers[{name}]"), name, &matcher.exact);
+                check_header(
+                    &mut err,
+                    &format!("{at}.headers[{name}]"),
+                    name,
+                    &matcher.exact,
+                );
             }
             if http::HeaderValue::from_str(&path.rewrite_host).is_err() {
                 err(format!("{at}.rewriteHost"), "not a valid Host header value");
@@ -113,7 +123,12 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
                     err(format!("{at}.serviceName"), "missing field(s)");
                 }
                 for (name, value) in &split.append_headers {
-                    check_header(&mut err, &format!("{at}.appendHeaders[{name}]"), name, value);
+                    check_header(
+                        &mut err,
+                        &format!("{at}.appendHeaders[{name}]"),
+                        name,
+                        value,
+                    );
                 }
                 if matches!(&split.service_port, IntOrString::Int(0))
                     || split.service_port == IntOrString::String(String::new())

@@ -345,7 +345,8 @@ fn paths_keep_their_order_headers_and_rewrite_host() {
     tagged.insert("knative-serving-tag", HeaderValue::from_static("candidate"));
     let mut other = http::HeaderMap::new();
     other.insert("knative-serving-tag", HeaderValue::from_static("Candidate"));
-    let prefix = |path, headers: &http::HeaderMap| vhost.route(path, headers).map(|r| r.prefix.clone());
+    let prefix =
+        |path, headers: &http::HeaderMap| vhost.route(path, headers).map(|r| r.prefix.clone());
     assert_eq!(prefix("/api/x", &tagged).as_deref(), Some("/api"));
     assert_eq!(
         prefix("/apix", &tagged).as_deref(),
@@ -360,7 +361,10 @@ fn paths_keep_their_order_headers_and_rewrite_host() {
         );
     }
     let first = &vhost.routes[0];
-    assert_eq!(texts(&first.headers), [("knative-serving-tag", "candidate")]);
+    assert_eq!(
+        texts(&first.headers),
+        [("knative-serving-tag", "candidate")]
+    );
     assert_eq!(
         first.rewrite_host,
         Some(HeaderValue::from_static("internal.example"))
