@@ -85,13 +85,21 @@ pub struct Cert {
 impl HostTable {
     /// The virtual host for a `Host` header, port and trailing dot ignored, case-insensitive.
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
+        self.find_named(host).map(|(_, vhost)| vhost)
+    }
+
+    /// `find`, with the configured name that matched (None: a rule without hosts matched).
+    pub fn find_named(&self, host: &str) -> Option<(Option<&Arc<str>>, &VirtualHost)> {
         let name = strip_port(host).trim_end_matches('.');
         let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.get(name.to_ascii_lowercase().as_str())
+            self.hosts.get_key_value(name.to_ascii_lowercase().as_str())
         } else {
-            self.hosts.get(name)
+            self.hosts.get_key_value(name)
         };
-        found.or(self.any.as_ref()).map(Arc::as_ref)
+        match found {
+            Some((name, vhost)) => Some((Some(name), vhost)),
+            None => self.any.as_deref().map(|vhost| (None, vhost)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -185,6 +193,16 @@ mod tests {
             assert!(t.find(h).is_some(), "{h}");
         }
         assert!(t.find("other.example.com").is_none());
+        let named = t
+            .find_named("HELLO.example.com:80")
+            .and_then(|(name, _)| name);
+        assert_eq!(
+            named.map(|n| &**n),
+            Some("hello.example.com"),
+            "the configured name"
+        );
+        t.claim(None, &v);
+        assert!(matches!(t.find_named("other.example.com"), Some((None, _))));
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
     }

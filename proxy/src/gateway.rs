@@ -49,6 +49,16 @@ impl Visibility {
     }
 }
 
+/// What a request matched, for metrics and the access log.
+#[derive(Default)]
+struct Matched {
+    /// The configured host (not the client's spelling): bounded by the table.
+    host: Option<Arc<str>>,
+    /// A rule without hosts matched.
+    any_host: bool,
+    ingress: Option<Arc<str>>,
+}
+
 /// One listener's app: the shared table, its visibility, the upstream pools.
 pub struct Gateway {
     table: Arc<ArcSwap<RouteTable>>,
@@ -97,9 +107,13 @@ impl Gateway {
                 req.uri().to_string(),
             )
         });
-        let (response, ingress) = self.route_and_forward(req).await;
+        let (response, matched) = self.route_and_forward(req).await;
         let listener = self.visibility.label();
-        let ingress = ingress.as_deref().unwrap_or("");
+        let host = matched
+            .host
+            .as_deref()
+            .unwrap_or(if matched.any_host { "*" } else { "" });
+        let ingress = matched.ingress.as_deref().unwrap_or("");
         if let Some((method, host, uri)) = logged {
             access_log(
                 listener,
@@ -113,42 +127,42 @@ impl Gateway {
         }
         self.metrics
             .requests
-            .with_label_values(&[listener, ingress, response.status().as_str()])
+            .with_label_values(&[listener, host, ingress, response.status().as_str()])
             .inc();
         self.metrics
             .duration
-            .with_label_values(&[listener, ingress])
+            .with_label_values(&[listener, host, ingress])
             .observe(started.elapsed().as_secs_f64());
         response
     }
 
-    async fn route_and_forward(
-        &self,
-        mut req: Request<Incoming>,
-    ) -> (Response<Body>, Option<Arc<str>>) {
+    async fn route_and_forward(&self, mut req: Request<Incoming>) -> (Response<Body>, Matched) {
         let table = self.table.load();
         let hosts: &HostTable = match self.visibility {
             Visibility::Public => &table.public,
             Visibility::Private => &table.private,
         };
-        let Some(vhost) = hosts.find(host_of(&req)) else {
-            return (text(StatusCode::NOT_FOUND, "no such host\n"), None);
+        let mut matched = Matched::default();
+        let Some((name, vhost)) = hosts.find_named(host_of(&req)) else {
+            return (text(StatusCode::NOT_FOUND, "no such host\n"), matched);
         };
+        matched.host = name.cloned();
+        matched.any_host = name.is_none();
         let Some(route) = vhost.route(req.uri().path(), req.headers()) else {
-            return (text(StatusCode::NOT_FOUND, "no route\n"), None);
+            return (text(StatusCode::NOT_FOUND, "no route\n"), matched);
         };
-        let ingress = Some(Arc::clone(&route.ingress));
+        matched.ingress = Some(Arc::clone(&route.ingress));
         if route.redirect_https && self.visibility == Visibility::Public && self.tls.is_none() {
-            return (redirect(host_of(&req), req.uri()), ingress);
+            return (redirect(host_of(&req), req.uri()), matched);
         }
         let Some(split) = route.pick(fastrand::u32(0..100)) else {
             return (
                 text(StatusCode::SERVICE_UNAVAILABLE, "no backend\n"),
-                ingress,
+                matched,
             );
         };
         rewrite(&mut req, route, split);
-        (self.forward(req, split).await, ingress)
+        (self.forward(req, split).await, matched)
     }
 
     async fn forward(&self, mut req: Request<Incoming>, split: &Split) -> Response<Body> {

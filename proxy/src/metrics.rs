@@ -23,9 +23,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "knoxy_requests_total",
-                "Requests by listener, KIngress (namespace/name) and status code",
+                "Requests by listener, host (as configured; * for a rule without hosts, empty when none matched), KIngress (namespace/name) and status code",
             ),
-            &["listener", "ingress", "code"],
+            &["listener", "host", "ingress", "code"],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -36,7 +36,7 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ]),
-            &["listener", "ingress"],
+            &["listener", "host", "ingress"],
         )?;
         let open_connections = IntGaugeVec::new(
             Opts::new(
@@ -51,7 +51,7 @@ impl Metrics {
         )?;
         let table_load_seconds = Gauge::new(
             "knoxy_route_table_load_seconds",
-            "Time to read and derive the last table",
+            "Time to derive and install the last table",
         )?;
         let table_ingresses = IntGauge::new(
             "knoxy_route_table_ingresses",

@@ -135,12 +135,12 @@ async fn the_admin_port_serves_prometheus_metrics_health_and_readiness() {
         .starts_with("text/plain"));
     assert!(
         text.contains(
-            r#"knoxy_requests_total{code="200",ingress="default/hello",listener="public"} 3"#
+            r#"knoxy_requests_total{code="200",host="hello.example.com",ingress="default/hello",listener="public"} 3"#
         ),
         "{text}"
     );
     assert!(
-        text.contains(r#"knoxy_requests_total{code="404",ingress="",listener="public"} 1"#),
+        text.contains(r#"knoxy_requests_total{code="404",host="",ingress="",listener="public"} 1"#),
         "{text}"
     );
     assert!(
@@ -352,4 +352,29 @@ async fn upstream_connections_are_reused_once_a_response_is_read() {
         1,
         "one upstream connection serves them all: {peers:?}"
     );
+}
+
+#[tokio::test]
+async fn w3c_and_b3_trace_headers_reach_the_backend_unchanged() {
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "trace.example.com");
+    let trace = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+    ];
+    let mut headers = vec![("host", "trace.example.com")];
+    headers.extend_from_slice(&trace);
+    let req = request_with(Method::GET, &gw.url("public", "/"), &headers, empty());
+    let (status, _, body) = fetch(&http1_client(), req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = json(&body);
+    for (name, value) in trace {
+        assert_eq!(seen["headers"][name], serde_json::json!([value]), "{name}");
+    }
 }
