@@ -191,6 +191,15 @@ impl Tables {
     /// Derives the table from a loaded snapshot and swaps routes and certificates in.
     fn install(&self, snap: &Snapshot, started: Instant) {
         let derived = self.deriver.lock().derive(snap);
+        let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
+        self.certs.store(Arc::new(certs));
+        let table = Arc::new(derived.table);
+        self.routes.store(Arc::clone(&table));
+        self.metrics.table_generation.inc();
+        self.metrics
+            .table_load_seconds
+            .set(started.elapsed().as_secs_f64());
+        // The new table is live; what follows does not delay it.
         let mut served = 0;
         for (key, status) in &derived.status {
             match status {
@@ -198,22 +207,15 @@ impl Tables {
                 other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
             }
         }
-        let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
         for p in problems {
             eprintln!("knoxy: {p}");
         }
-        self.certs.store(Arc::new(certs));
-        self.upstreams.retain_for(&derived.table);
-        self.routes.store(Arc::new(derived.table));
-        self.metrics.table_generation.inc();
+        self.metrics.table_ingresses.set(served);
         self.status.store(Arc::new(admin::Status {
             generation: self.metrics.table_generation.get(),
             ingresses: derived.status,
         }));
-        self.metrics.table_ingresses.set(served);
-        self.metrics
-            .table_load_seconds
-            .set(started.elapsed().as_secs_f64());
+        self.upstreams.retain_for(&table);
     }
 }
 
