@@ -141,13 +141,16 @@ impl HostTable {
 }
 
 impl VirtualHost {
-    /// The first route whose prefix and headers match (an absent header matches nothing).
+    /// The first route whose prefix and headers match. An absent header matches nothing; an
+    /// empty `exact` only asks for the header to be present (as Kourier does).
     pub fn route(&self, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| {
             path.starts_with(r.prefix.as_str())
-                && r.headers
-                    .iter()
-                    .all(|(name, value)| headers.get(name) == Some(value))
+                && r.headers.iter().all(|(name, value)| {
+                    headers
+                        .get(name)
+                        .is_some_and(|v| value.is_empty() || v == value)
+                })
         })
     }
 }
@@ -205,6 +208,48 @@ mod tests {
         assert!(matches!(t.find_named("other.example.com"), Some((None, _))));
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn header_matches_are_exact_and_an_empty_exact_asks_for_presence() {
+        let route = |exact: &'static str| Route {
+            ingress: "ns/a".into(),
+            prefix: "/".into(),
+            headers: vec![(
+                HeaderName::from_static("x-tag"),
+                HeaderValue::from_static(exact),
+            )],
+            append_headers: vec![],
+            rewrite_host: None,
+            splits: vec![],
+            redirect_https: false,
+            probe_hash: "".into(),
+        };
+        let request = |tag: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(t) = tag {
+                h.insert("x-tag", HeaderValue::from_static(t));
+            }
+            h
+        };
+        for (exact, tag, matches) in [
+            ("v", Some("v"), true),
+            ("v", Some("V"), false),
+            ("v", Some(""), false),
+            ("v", None, false),
+            ("", Some("anything"), true),
+            ("", Some(""), true),
+            ("", None, false),
+        ] {
+            let vhost = VirtualHost {
+                routes: vec![route(exact)],
+            };
+            assert_eq!(
+                vhost.route("/", &request(tag)).is_some(),
+                matches,
+                "exact {exact:?}, sent {tag:?}"
+            );
+        }
     }
 
     #[test]

@@ -378,3 +378,51 @@ async fn w3c_and_b3_trace_headers_reach_the_backend_unchanged() {
         assert_eq!(seen["headers"][name], serde_json::json!([value]), "{name}");
     }
 }
+
+#[tokio::test]
+async fn bodies_stream_both_ways_in_bounded_memory() {
+    use http_body_util::{BodyExt as _, StreamBody};
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "big.example.com");
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 256;
+    let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let stream = futures_util::stream::iter(
+        (0..CHUNKS)
+            .map(move |_| Ok::<_, knoxy_tests::BoxError>(hyper::body::Frame::data(chunk.clone()))),
+    );
+    let upload = request_with(
+        Method::POST,
+        &gw.url("public", "/upload"),
+        &[("host", "big.example.com")],
+        StreamBody::new(stream).boxed_unsync(),
+    );
+    let (status, _, text) = knoxy_tests::within_for(
+        Duration::from_secs(60),
+        "256 MiB upload",
+        fetch(&http1_client(), upload),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json(&text)["body_bytes"], (CHUNK * CHUNKS) as u64);
+
+    // Down, with the client speaking h2c to the gateway.
+    let download = request_with(
+        Method::GET,
+        &gw.url("public", &format!("/?bytes={}", CHUNK * CHUNKS)),
+        &[("host", "big.example.com")],
+        empty(),
+    );
+    let response = knoxy_tests::send(&knoxy_tests::h2c_client(), download).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = knoxy_tests::within("a frame", body.frame()).await {
+        received += frame.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(received, CHUNK * CHUNKS);
+    let peak = knoxy_tests::peak_rss_kib(gw.pid());
+    assert!(
+        peak < 64 * 1024,
+        "the gateway peaked at {peak} KiB relaying 2 × 256 MiB"
+    );
+}
