@@ -1,4 +1,5 @@
-//! How long `derive` takes over N KIngresses (the gateway's reload cost):
+//! How long a reload takes over N KIngresses (the gateway's reload cost): `derive` from
+//! scratch and remembering, and re-reading the directory after one edit inside a file of N:
 //! `cargo run --release -p knoxy-control --example derive_scale [N]`.
 
 use std::path::Path;
@@ -39,6 +40,35 @@ fn main() {
             t.elapsed()
         );
     }
+    let dir = std::env::temp_dir().join(format!("knoxy-derive-scale-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join("all.yaml");
+    let _ = std::fs::write(&file, &text);
+    let mut reader = knoxy_control::files::DirReader::default();
+    let t = Instant::now();
+    let read = reader.read(&dir).map(|s| s.ingresses.len());
+    println!(
+        "read the directory: {:?} ({read:?} KIngresses)",
+        t.elapsed()
+    );
+    for round in 0..3 {
+        let edited = text.replacen(
+            "hosts: [h7.example.com]",
+            &format!("hosts: [e{round}.example.com]"),
+            1,
+        );
+        let tmp = dir.join(".all.tmp");
+        let _ = std::fs::write(&tmp, edited);
+        let _ = std::fs::rename(&tmp, &file);
+        let t = Instant::now();
+        let read = reader.read(&dir).map(|s| s.ingresses.len());
+        println!(
+            "re-read after one edit #{round}: {:?} ({read:?} KIngresses)",
+            t.elapsed()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
     let mut deriver = Deriver::new(cfg);
     let t = Instant::now();
     let mut last = deriver.derive(&snap);

@@ -47,7 +47,8 @@ pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<FileError>> {
 }
 
 /// Reads a directory again and again, parsing only the files that changed since the last
-/// read (a file is unchanged while its inode, length and modification time are).
+/// read (a file is unchanged while its inode, length and modification time are), and in a
+/// changed file only the documents whose text changed.
 #[derive(Default)]
 pub struct DirReader {
     cache: HashMap<PathBuf, Parsed>,
@@ -57,6 +58,8 @@ struct Parsed {
     stamp: (u64, u64, Option<SystemTime>),
     snap: Snapshot,
     errors: Vec<FileError>,
+    /// Each document's text and its objects, in file order (empty when parsed whole).
+    docs: Vec<(Box<str>, Snapshot)>,
 }
 
 impl DirReader {
@@ -78,7 +81,7 @@ impl DirReader {
                 .ok();
             let parsed = match (self.cache.remove(&file), stamp) {
                 (Some(p), Some(stamp)) if p.stamp == stamp => p,
-                (_, stamp) => parse_file(&file, stamp.unwrap_or_default()),
+                (previous, stamp) => parse_file(&file, stamp.unwrap_or_default(), previous),
             };
             merge(&mut snap, &parsed.snap);
             errors.extend(parsed.errors.iter().cloned());
@@ -94,18 +97,107 @@ impl DirReader {
     }
 }
 
-fn parse_file(file: &Path, stamp: (u64, u64, Option<SystemTime>)) -> Parsed {
+fn parse_file(
+    file: &Path,
+    stamp: (u64, u64, Option<SystemTime>),
+    previous: Option<Parsed>,
+) -> Parsed {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return Parsed {
+                stamp,
+                snap: Snapshot::default(),
+                errors: vec![error(file, "file", e.to_string())],
+                docs: Vec::new(),
+            }
+        }
+    };
+    if let Some(parsed) = split_documents(&text).and_then(|d| parse_documents(file, &d, previous)) {
+        return Parsed { stamp, ..parsed };
+    }
+    // Parsed whole: errors then carry the document numbers and lines of the whole file.
     let mut snap = Snapshot::default();
     let mut errors = Vec::new();
-    match std::fs::read_to_string(file) {
-        Ok(text) => add_documents(file, &text, &mut snap, &mut errors),
-        Err(e) => errors.push(error(file, "file", e.to_string())),
-    }
+    add_documents(file, &text, &mut snap, &mut errors);
     Parsed {
         stamp,
         snap,
         errors,
+        docs: Vec::new(),
     }
+}
+
+/// The file's objects, each document parsed on its own or reused from `previous` when its
+/// text is unchanged (the same objects, shared); None at the first problem, which the whole
+/// file's parse then reports.
+fn parse_documents(file: &Path, docs: &[&str], previous: Option<Parsed>) -> Option<Parsed> {
+    let mut parsed = Parsed {
+        stamp: Default::default(),
+        snap: Snapshot::default(),
+        errors: Vec::new(),
+        docs: Vec::with_capacity(docs.len()),
+    };
+    // Most documents of an edited file are where they were; the rest are found by text.
+    let mut at_place: Vec<Option<(Box<str>, Snapshot)>> = previous
+        .map(|p| p.docs.into_iter().map(Some).collect())
+        .unwrap_or_default();
+    let mut by_text: Option<HashMap<Box<str>, Snapshot>> = None;
+    for (i, doc) in docs.iter().enumerate() {
+        let in_place = at_place
+            .get_mut(i)
+            .filter(|slot| slot.as_ref().is_some_and(|(text, _)| **text == **doc))
+            .and_then(Option::take);
+        let (text, objects) = match in_place {
+            Some(kept) => kept,
+            None => {
+                let moved = by_text
+                    .get_or_insert_with(|| at_place.iter_mut().filter_map(Option::take).collect())
+                    .remove(*doc);
+                let objects = match moved {
+                    Some(objects) => objects,
+                    None => {
+                        let mut objects = Snapshot::default();
+                        let mut errors = Vec::new();
+                        add_documents(file, doc, &mut objects, &mut errors);
+                        if !errors.is_empty() {
+                            return None;
+                        }
+                        objects
+                    }
+                };
+                ((*doc).into(), objects)
+            }
+        };
+        merge(&mut parsed.snap, &objects);
+        parsed.docs.push((text, objects));
+    }
+    Some(parsed)
+}
+
+/// The documents of a YAML stream, split at its `---` lines (which YAML forbids inside any
+/// content), each with its marker. None for streams with directives or `...` ends, which
+/// are parsed whole.
+fn split_documents(text: &str) -> Option<Vec<&str>> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        if bare.starts_with('%') || bare == "..." || bare.starts_with("... ") {
+            return None;
+        }
+        let marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if marker && at > start {
+            docs.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        docs.push(&text[start..at]);
+    }
+    Some(docs)
 }
 
 /// Later files win for the same `namespace/name`, as if read one after the other.
@@ -468,6 +560,67 @@ mod reader_tests {
         assert_eq!(ports(&reader.read(&dir).expect("loads")), [90, 81]);
         std::fs::remove_file(dir.join("b.yaml")).expect("remove");
         assert_eq!(ports(&reader.read(&dir).expect("loads")), [90]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_at_their_markers_and_directives_keep_the_file_whole() {
+        assert_eq!(
+            split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3\r\n---\r\n"),
+            Some(vec![
+                "a: 1\n",
+                "---\nb: 2\n",
+                "--- # c\nc: 3\r\n",
+                "---\r\n"
+            ])
+        );
+        assert_eq!(
+            split_documents("---\nkey: |\n  ---\n  text\n"),
+            Some(vec!["---\nkey: |\n  ---\n  text\n"]),
+            "an indented --- is content"
+        );
+        assert_eq!(split_documents(""), Some(vec![]));
+        assert_eq!(split_documents("%YAML 1.2\n---\na: 1\n"), None);
+        assert_eq!(split_documents("a: 1\n...\n---\nb: 2\n"), None);
+    }
+
+    fn service(name: &str, port: u16) -> String {
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+    }
+
+    #[test]
+    fn an_edited_file_reparses_only_the_documents_that_changed() {
+        let dir = std::env::temp_dir().join(format!("knoxy-docs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("all.yaml");
+        let write = |text: &str| {
+            let tmp = dir.join(".all.tmp");
+            std::fs::write(&tmp, text).expect("write");
+            std::fs::rename(&tmp, &file).expect("rename");
+        };
+        write(&(service("a", 80) + &service("b", 81) + &service("c", 82)));
+        let mut reader = DirReader::default();
+        let before = reader.read(&dir).expect("loads");
+        write(&(service("a", 80) + &service("b", 91) + &service("c", 82)));
+        let after = reader.read(&dir).expect("loads");
+        let same = |key: &str| Arc::ptr_eq(&before.services[key], &after.services[key]);
+        assert!(
+            same("default/a") && same("default/c"),
+            "unchanged documents keep their objects"
+        );
+        assert!(!same("default/b"));
+        assert_eq!(after.services["default/b"].spec.ports[0].port, 91);
+
+        // A broken document is reported as the whole file's parse reports it (line included).
+        write(&(service("a", 80) + "---\nkind: [\n" + &service("c", 82)));
+        let errors = reader.read(&dir).expect_err("broken");
+        assert_eq!(errors, load_dir(&dir).expect_err("broken"));
+        assert!(errors[0].message.contains("line"), "{errors:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
