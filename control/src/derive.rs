@@ -17,6 +17,9 @@ use crate::validate::{self, FieldError, CLUSTER_LOCAL};
 
 // === Types ===
 
+/// Keys here come from the objects, not from clients: a fast hash is safe.
+type Fast = foldhash::fast::RandomState;
+
 /// The objects every source (Kubernetes watch, files, local mode) produces, keyed `ns/name`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -79,7 +82,7 @@ pub fn derive(snap: &Snapshot, cfg: &DeriveConfig) -> Derived {
 #[derive(Debug, Default)]
 pub struct Deriver {
     cfg: DeriveConfig,
-    cache: HashMap<String, Cached>,
+    cache: HashMap<String, Cached, Fast>,
     calls: u64,
 }
 
@@ -112,7 +115,7 @@ impl Deriver {
     pub fn new(cfg: DeriveConfig) -> Self {
         Deriver {
             cfg,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             calls: 0,
         }
     }
@@ -277,7 +280,7 @@ struct Reads {
 }
 
 /// EndpointSlices by the `namespace/name` of the Service they belong to, in key order.
-struct SliceIndex(HashMap<String, Vec<Arc<EndpointSlice>>>);
+struct SliceIndex(HashMap<String, Vec<Arc<EndpointSlice>>, Fast>);
 
 impl<'s> View<'s> {
     fn new(snap: &'s Snapshot, slices: &'s SliceIndex) -> Self {
@@ -325,7 +328,7 @@ impl Reads {
 
 impl SliceIndex {
     fn new(snap: &Snapshot) -> Self {
-        let mut index: HashMap<String, Vec<Arc<EndpointSlice>>> = HashMap::new();
+        let mut index: HashMap<String, Vec<Arc<EndpointSlice>>, Fast> = HashMap::default();
         for slice in snap.endpoint_slices.values() {
             if let Some(service) = slice.metadata.labels.get(SERVICE_NAME_LABEL) {
                 index

@@ -20,8 +20,9 @@ pub struct RouteTable {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostTable {
-    /// Lower-cased names; shared with the translation that claimed them.
-    hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
+    /// Lower-cased names; shared with the translation that claimed them. A fast hash: the
+    /// keys come from the table, clients only look up.
+    hosts: HashMap<Arc<str>, Arc<VirtualHost>, foldhash::fast::RandomState>,
     /// Rules with no hosts match every host.
     any: Option<Arc<VirtualHost>>,
 }

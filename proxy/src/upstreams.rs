@@ -14,7 +14,8 @@ const MAX_IDLE: usize = 1000;
 
 #[derive(Default)]
 pub struct Upstreams {
-    pools: Mutex<HashMap<Endpoint, Arc<Upstream>>>,
+    /// A fast hash: endpoints come from the table, not from clients.
+    pools: Mutex<HashMap<Endpoint, Arc<Upstream>, foldhash::fast::RandomState>>,
 }
 
 impl Upstreams {
