@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use knoxy_control::route::{HostTable, Route, RouteTable, Split, Target};
-use knoxy_upstream::{Endpoint, LeasedBody};
+use knoxy_upstream::{hop, Endpoint, LeasedBody};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -179,10 +179,10 @@ impl Gateway {
             }
         };
         let upstream = self.upstreams.get(endpoint);
-        // A WebSocket (or other) upgrade is tunnelled end to end over HTTP/1.1.
-        let upgrade = (req.version() != Version::HTTP_2
-            && req.headers().contains_key(header::UPGRADE))
-        .then(|| hyper::upgrade::on(&mut req));
+        // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
+        let upgrade = (req.version() != Version::HTTP_2 && hop::is_upgrade(req.headers()))
+            .then(|| hyper::upgrade::on(&mut req));
+        hop::strip(req.headers_mut(), upgrade.is_some());
         let sent = if split.backend.h2c && upgrade.is_none() {
             if !absolute_form(&mut req) {
                 return text(StatusCode::BAD_REQUEST, "bad request target\n");
@@ -191,7 +191,6 @@ impl Gateway {
             upstream.send_h2(req).await.map(|r| (r, None))
         } else {
             origin_form(&mut req);
-            *req.version_mut() = Version::HTTP_11;
             upstream
                 .send_h1(req)
                 .await
@@ -205,15 +204,25 @@ impl Gateway {
             // The upstream connection now belongs to the tunnel, not the pool.
             drop(lease);
             let upstream_side = hyper::upgrade::on(&mut response);
+            // The client connection lives on in the tunnel: counted for drain and the gauge.
+            let counted = self.connections.open();
+            let gauge = self
+                .metrics
+                .open_connections
+                .with_label_values(&[self.visibility.label()]);
+            gauge.inc();
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
                     let _ =
                         tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
                             .await;
                 }
+                gauge.dec();
+                drop(counted);
             });
             return response.map(|_| empty());
         }
+        hop::strip(response.headers_mut(), false);
         response.map(|body| LeasedBody::new(body, lease).boxed_unsync())
     }
 }
@@ -345,7 +354,7 @@ fn push_json(out: &mut String, s: &str) {
 }
 
 /// HTTP/1.1 upstream: the request target is the path (an h2 request's authority is in Host
-/// already, see `rewrite`).
+/// already, see `rewrite`), and an h2 request's cookie fields become one (RFC 9113 §8.2.3).
 fn origin_form(req: &mut Request<Incoming>) {
     if req.uri().authority().is_some() {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -353,6 +362,16 @@ fn origin_form(req: &mut Request<Incoming>) {
             *req.uri_mut() = uri;
         }
     }
+    if req.version() == Version::HTTP_2 {
+        let cookies = req.headers().get_all(header::COOKIE);
+        if cookies.iter().nth(1).is_some() {
+            let joined: Vec<&[u8]> = cookies.iter().map(HeaderValue::as_bytes).collect();
+            if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+                req.headers_mut().insert(header::COOKIE, v);
+            }
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
 }
 
 /// h2c upstream: the Host (rewritten or not) becomes `:authority`; false if it is not one.

@@ -2,6 +2,7 @@
 //! responses on their way through (contract §3.3).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use knoxy_upstream::hop;
 
 pub const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
 pub const K_ORIGINAL_HOST: HeaderName = HeaderName::from_static("k-original-host");
@@ -15,23 +16,6 @@ pub const KNATIVE_SERVING_DEFAULT_ROUTE: HeaderName =
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1, plus the legacy ones Go drops);
-/// `Connection` first and `Upgrade` last, as `strip_hop_by_hop` relies on.
-const HOPS: usize = 9;
-static HOP_BY_HOP: [HeaderName; HOPS] = [
-    header::CONNECTION,
-    PROXY_CONNECTION,
-    KEEP_ALIVE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 // === Reading ===
 
@@ -82,7 +66,7 @@ impl Scan {
                 | "te"
                 | "trailer"
                 | "transfer-encoding" => s.strip = true,
-                "upgrade" => s.upgrade = true,
+                "upgrade" => s.strip = true,
                 "forwarded" => s.forwarded = true,
                 "x-forwarded-for" => {
                     s.forwarded_for = true;
@@ -92,6 +76,8 @@ impl Scan {
                 _ => {}
             }
         }
+        // Only a WebSocket-style upgrade is tunnelled; an h2c one is stripped like any hop.
+        s.upgrade = s.strip && hop::is_upgrade(headers);
         s
     }
 
@@ -109,18 +95,8 @@ pub fn rewrite_request(headers: &mut HeaderMap, scan: &Scan, peer: &HeaderValue)
     if scan.strip {
         headers.remove(KNATIVE_SERVING_REVISION);
         headers.remove(KNATIVE_SERVING_NAMESPACE);
-        let keep_trailers = headers
-            .get_all(header::TE)
-            .iter()
-            .any(|v| has_token(v, "trailers"));
-        strip_hop_by_hop(headers, scan.upgrade);
-        if keep_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-    }
-    if scan.upgrade {
         // An upgrade survives the hop: the tunnel is end to end.
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        hop::strip(headers, scan.upgrade);
     }
     if scan.x_forwarded && !scan.forwarded {
         if let Some(v) = forwarded_from(headers) {
@@ -135,55 +111,8 @@ pub fn rewrite_response(headers: &mut HeaderMap, switching: bool) {
     if switching {
         headers.remove(header::TRANSFER_ENCODING);
     } else {
-        strip_hop_by_hop(headers, false);
+        hop::strip(headers, false);
     }
-}
-
-/// Removes the hop-by-hop headers present, and the ones `Connection` names, in one pass over
-/// the names (most messages carry at most `Connection: keep-alive`).
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let mut present = [false; HOPS];
-    for name in headers.keys() {
-        if let Some(i) = hop_index(name) {
-            present[i] = true;
-        }
-    }
-    present[HOPS - 1] &= !keep_upgrade;
-    if present[0] {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present[i] {
-            headers.remove(name);
-        }
-    }
-}
-
-fn hop_index(name: &HeaderName) -> Option<usize> {
-    Some(match name.as_str() {
-        "connection" => 0,
-        "proxy-connection" => 1,
-        "keep-alive" => 2,
-        "proxy-authenticate" => 3,
-        "proxy-authorization" => 4,
-        "te" => 5,
-        "trailer" => 6,
-        "transfer-encoding" => 7,
-        "upgrade" => 8,
-        _ => return None,
-    })
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, present: bool) {
@@ -257,11 +186,6 @@ fn node(n: &str) -> String {
     } else {
         n.to_owned()
     }
-}
-
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// The route tag for user metrics (contract §3.3).

@@ -426,3 +426,69 @@ async fn bodies_stream_both_ways_in_bounded_memory() {
         "the gateway peaked at {peak} KiB relaying 2 × 256 MiB"
     );
 }
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_a_hop_not_a_tunnel_and_hop_by_hop_headers_stop_here() {
+    let (_pod, _dir, gw) = one_host("hello", "Enabled", "hop.example.com");
+    // curl --http2 on a plain URL asks for h2c this way; the connection must stay HTTP/1.1
+    // and routed, request after request.
+    let raw = knoxy_tests::exchange(
+        gw.addr("public"),
+        b"GET /one HTTP/1.1\r\nHost: hop.example.com\r\nConnection: Upgrade, HTTP2-Settings, X-Secret\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\r\nGET /two HTTP/1.1\r\nHost: hop.example.com\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    // Length-delimited bodies: the second status line follows the first body directly.
+    assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
+    let first = &raw[raw.find('{').unwrap()..];
+    let seen: serde_json::Value = serde_json::Deserializer::from_str(first)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen["uri"], "/one");
+    for hop in ["upgrade", "http2-settings", "x-secret", "keep-alive"] {
+        assert!(
+            seen["headers"][hop].is_null(),
+            "{hop} reached the backend: {seen}"
+        );
+    }
+    assert!(
+        raw.contains("\"uri\":\"/two\""),
+        "the second request was routed too: {raw}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_holds_the_drain_until_it_closes() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+    let (_pod, _dir, mut gw) = one_host("hello", "Enabled", "ws.example.com");
+    let mut req = format!("ws://{}/", gw.addr("public"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("host", "ws.example.com".parse().unwrap());
+    let (mut ws, _) = knoxy_tests::within("handshake", tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap();
+    gw.signal(knoxy_tests::Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        gw.is_running(),
+        "the open tunnel keeps the gateway draining"
+    );
+    knoxy_tests::within("send", ws.send(Message::text("still here")))
+        .await
+        .unwrap();
+    let echo = knoxy_tests::within("echo", ws.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::text("still here"));
+    drop(ws);
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits once the tunnel closed");
+    assert!(status.success(), "{status:?}");
+}

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hop;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -52,13 +54,23 @@ pub enum UpstreamError {
     DialTimeout { addr: Endpoint, secs: f64 },
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The failure of a connection attempt another request made while this one waited.
+    #[error("{0}")]
+    Shared(Arc<UpstreamError>),
 }
 
 pub struct Upstream {
     addr: Endpoint,
     idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,
     max_idle: usize,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: tokio::sync::Mutex<H2>,
+}
+
+/// The shared h2c connection, or how the last attempt to open it failed (and when).
+#[derive(Default)]
+struct H2 {
+    sender: Option<http2::SendRequest<Incoming>>,
+    failed: Option<(tokio::time::Instant, Arc<UpstreamError>)>,
 }
 
 /// An HTTP/1.1 connection lent to one request; back to the pool when its response ends.
@@ -75,20 +87,31 @@ impl Upstream {
             addr,
             idle: Mutex::new(VecDeque::new()),
             max_idle,
-            h2: tokio::sync::Mutex::new(None),
+            h2: tokio::sync::Mutex::new(H2::default()),
         })
     }
 
-    /// Sends an HTTP/1.1 request on a pooled or new connection.
+    /// Sends an HTTP/1.1 request on a pooled or new connection. A pooled connection that
+    /// turns out closed before the request was written (a keep-alive the server just ended)
+    /// gets the request sent once more on a new one, as Go's transport does.
     pub async fn send_h1(
         self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let mut sender = match self.checkout() {
-            Some(s) => s,
-            None => self.connect_h1().await?,
+        let (mut sender, pooled) = match self.checkout() {
+            Some(s) => (s, true),
+            None => (self.connect_h1().await?, false),
         };
-        let response = sender.send_request(req).await?;
+        let response = match sender.try_send_request(req).await {
+            Ok(response) => response,
+            Err(mut e) => match e.take_message() {
+                Some(req) if pooled => {
+                    sender = self.connect_h1().await?;
+                    sender.send_request(req).await?
+                }
+                _ => return Err(e.into_error().into()),
+            },
+        };
         Ok((
             response,
             Lease {
@@ -98,24 +121,35 @@ impl Upstream {
         ))
     }
 
-    /// Sends an HTTP/2 request over the shared h2c connection, opening it if needed.
+    /// Sends an HTTP/2 request over the shared h2c connection, opening it if needed. One
+    /// request opens it while the others wait; if that fails, they fail with it at once.
     pub async fn send_h2(
         &self,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let waiting_since = tokio::time::Instant::now();
         let mut sender = {
-            let mut slot = self.h2.lock().await;
-            match slot.as_ref().filter(|s| !s.is_closed()) {
+            let mut h2 = self.h2.lock().await;
+            match h2.sender.as_ref().filter(|s| !s.is_closed()) {
                 Some(s) => s.clone(),
                 None => {
-                    let io = TokioIo::new(self.dial().await?);
-                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(io)
-                        .await?;
-                    tokio::spawn(conn);
-                    *slot = Some(sender.clone());
-                    sender
+                    if let Some((at, e)) = &h2.failed {
+                        if *at >= waiting_since {
+                            return Err(UpstreamError::Shared(Arc::clone(e)));
+                        }
+                    }
+                    match self.connect_h2().await {
+                        Ok(sender) => {
+                            h2.sender = Some(sender.clone());
+                            h2.failed = None;
+                            sender
+                        }
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            h2.failed = Some((tokio::time::Instant::now(), Arc::clone(&e)));
+                            return Err(UpstreamError::Shared(e));
+                        }
+                    }
                 }
             }
         };
@@ -123,20 +157,32 @@ impl Upstream {
         Ok(sender.send_request(req).await?)
     }
 
-    /// The oldest idle connection that is ready. One released a moment ago may not be yet
-    /// (its connection task has not run since the response ended): it stays for a later turn.
+    /// The newest idle connection that is ready (Go's transport also reuses the newest: the
+    /// oldest are the likeliest to meet a server's keep-alive timeout). One released a moment
+    /// ago may not be ready yet (its connection task has not run since the response ended).
     fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
         let mut idle = self.idle.lock();
         let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..idle.len() {
-            let mut sender = idle.pop_front()?;
-            match sender.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => return Some(sender),
-                Poll::Ready(Err(_)) => {} // closed: let it go
-                Poll::Pending => idle.push_back(sender),
+        for i in (0..idle.len()).rev() {
+            match idle[i].poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => return idle.remove(i),
+                Poll::Ready(Err(_)) => {
+                    idle.remove(i); // closed: let it go
+                }
+                Poll::Pending => {}
             }
         }
         None
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+        let io = TokioIo::new(self.dial().await?);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await?;
+        tokio::spawn(conn);
+        Ok(sender)
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
@@ -229,7 +275,13 @@ impl Body for LeasedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
         let frame = this.inner.as_mut().poll_frame(cx);
-        if matches!(frame, Poll::Ready(None)) || this.inner.is_end_stream() {
+        // Trailers end a body too, though a chunked one may not say so before it is polled again.
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(f))) => f.is_trailers() || this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
             if let Some(lease) = this.lease.take() {
                 lease.release();
             }

@@ -1,0 +1,171 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1): what a proxy removes on each hop. Both proxies
+//! forward through `Upstream`, so both strip the same way here.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// The hop-by-hop headers (plus the legacy ones Go drops); `Connection` first and `Upgrade`
+/// last, as `strip` relies on.
+const HOPS: usize = 9;
+static HOP_BY_HOP: [HeaderName; HOPS] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether a request switches protocols end to end (WebSocket, say): `Connection: upgrade`
+/// and an `Upgrade` other than `h2c`. An h2c upgrade is hop-by-hop: each side of a proxy
+/// speaks HTTP/2 or not on its own, so it is stripped, not tunnelled.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v, "upgrade"));
+    connection_upgrade
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| !p.trim().is_empty() && !p.trim().eq_ignore_ascii_case("h2c"))
+}
+
+/// Removes the hop-by-hop headers present, and the ones `Connection` names, in one pass over
+/// the names (most messages carry at most `Connection: keep-alive`). `TE: trailers` stays
+/// (gRPC asks for it). With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set
+/// again, for a tunnel.
+pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name) {
+            present[i] = true;
+        }
+    }
+    present[HOPS - 1] &= !keep_upgrade;
+    if !present.contains(&true) {
+        return;
+    }
+    if present[0] {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    let trailers = present[5]
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| has_token(v, "trailers"));
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present[i] {
+            headers.remove(name);
+        }
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+pub fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "proxy-connection" => 1,
+        "keep-alive" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|_| unreachable!()),
+                HeaderValue::from_str(v).unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut n: Vec<String> = h
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_and_listed_headers_go_and_te_trailers_stays() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, deflate"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-end", "kept"),
+        ]);
+        strip(&mut h, false);
+        assert_eq!(names(&h), ["te: trailers", "x-end: kept"]);
+    }
+
+    #[test]
+    fn a_websocket_upgrade_is_end_to_end_and_an_h2c_one_is_not() {
+        let ws = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&ws));
+        let mut kept = ws.clone();
+        strip(&mut kept, true);
+        assert_eq!(names(&kept), ["connection: upgrade", "upgrade: websocket"]);
+
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(!is_upgrade(&h2c));
+        let mut gone = h2c;
+        strip(&mut gone, false);
+        assert!(gone.is_empty(), "{gone:?}");
+        assert!(
+            !is_upgrade(&map(&[("upgrade", "websocket")])),
+            "without Connection: upgrade"
+        );
+    }
+}
