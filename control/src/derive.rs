@@ -218,7 +218,7 @@ fn translate(
             hosts: rule
                 .hosts
                 .iter()
-                .map(|h| h.to_ascii_lowercase().into())
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase().into())
                 .collect(),
             cluster_local,
             vhost: Arc::new(VirtualHost { routes }),
@@ -252,13 +252,15 @@ impl Translated {
     }
 }
 
-/// The first host of `t` that an earlier KIngress already serves.
+/// The first host of `t` that an earlier KIngress already serves (`*` for a rule without
+/// hosts when an earlier one has that too).
 fn conflict<'t>(table: &RouteTable, t: &'t Translated) -> Option<&'t str> {
-    t.rules
-        .iter()
-        .flat_map(|r| &r.hosts)
-        .find(|h| table.private.has(h))
-        .map(|h| &**h)
+    t.rules.iter().find_map(|r| {
+        if r.hosts.is_empty() {
+            return table.private.has_any().then_some("*");
+        }
+        r.hosts.iter().find(|h| table.private.has(h)).map(|h| &**h)
+    })
 }
 
 // === What a translation read ===

@@ -54,8 +54,12 @@ pub struct DirReader {
     cache: HashMap<PathBuf, Parsed>,
 }
 
+/// Inode, length, modification and change times: a file with the same stamp is unchanged
+/// (the change time also moves on a chmod and on copies that keep the modification time).
+type Stamp = (u64, u64, Option<SystemTime>, (i64, i64));
+
 struct Parsed {
-    stamp: (u64, u64, Option<SystemTime>),
+    stamp: Stamp,
     snap: Snapshot,
     errors: Vec<FileError>,
     /// Each document's text and its objects, in file order (empty when parsed whole).
@@ -77,10 +81,18 @@ impl DirReader {
         let mut errors = Vec::new();
         for file in files {
             let stamp = std::fs::metadata(&file)
-                .map(|m| (m.ino(), m.len(), m.modified().ok()))
+                .map(|m| {
+                    (
+                        m.ino(),
+                        m.len(),
+                        m.modified().ok(),
+                        (m.ctime(), m.ctime_nsec()),
+                    )
+                })
                 .ok();
+            // A file that had problems is read again every time: cheap, and never stuck.
             let parsed = match (self.cache.remove(&file), stamp) {
-                (Some(p), Some(stamp)) if p.stamp == stamp => p,
+                (Some(p), Some(stamp)) if p.stamp == stamp && p.errors.is_empty() => p,
                 (previous, stamp) => parse_file(&file, stamp.unwrap_or_default(), previous),
             };
             merge(&mut snap, &parsed.snap);
@@ -97,11 +109,7 @@ impl DirReader {
     }
 }
 
-fn parse_file(
-    file: &Path,
-    stamp: (u64, u64, Option<SystemTime>),
-    previous: Option<Parsed>,
-) -> Parsed {
+fn parse_file(file: &Path, stamp: Stamp, previous: Option<Parsed>) -> Parsed {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {

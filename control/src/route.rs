@@ -136,6 +136,11 @@ impl HostTable {
         self.hosts.contains_key(host)
     }
 
+    /// Whether a rule without hosts is claimed.
+    pub(crate) fn has_any(&self) -> bool {
+        self.any.is_some()
+    }
+
     pub(crate) fn reserve(&mut self, hosts: usize) {
         self.hosts.reserve(hosts);
     }
@@ -147,11 +152,9 @@ impl VirtualHost {
     pub fn route(&self, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| {
             path.starts_with(r.prefix.as_str())
-                && r.headers.iter().all(|(name, value)| {
-                    headers
-                        .get(name)
-                        .is_some_and(|v| value.is_empty() || v == value)
-                })
+                && r.headers
+                    .iter()
+                    .all(|(name, value)| header_matches(headers, name, value))
         })
     }
 }
@@ -164,6 +167,28 @@ impl Route {
             acc += s.percent;
             s.percent > 0 && draw < acc
         })
+    }
+}
+
+/// A header sent several times is matched as its values joined with `,` (as Envoy does).
+fn header_matches(headers: &HeaderMap, name: &HeaderName, exact: &HeaderValue) -> bool {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return false;
+    };
+    if exact.is_empty() {
+        return true;
+    }
+    match values.next() {
+        None => first == exact,
+        Some(second) => {
+            let mut joined = [first.as_bytes(), second.as_bytes()].join(&b","[..]);
+            for v in values {
+                joined.push(b',');
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined == exact.as_bytes()
+        }
     }
 }
 
@@ -228,8 +253,8 @@ mod tests {
         };
         let request = |tag: Option<&'static str>| {
             let mut h = HeaderMap::new();
-            if let Some(t) = tag {
-                h.insert("x-tag", HeaderValue::from_static(t));
+            for t in tag.iter().flat_map(|t| t.split('|')) {
+                h.append("x-tag", HeaderValue::from_static(t));
             }
             h
         };
@@ -241,6 +266,8 @@ mod tests {
             ("", Some("anything"), true),
             ("", Some(""), true),
             ("", None, false),
+            ("v,a", Some("v|a"), true), // sent twice: matched joined
+            ("v", Some("v|a"), false),
         ] {
             let vhost = VirtualHost {
                 routes: vec![route(exact)],

@@ -96,8 +96,10 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
                     &matcher.exact,
                 );
             }
-            if http::HeaderValue::from_str(&path.rewrite_host).is_err() {
-                err(format!("{at}.rewriteHost"), "not a valid Host header value");
+            if !path.rewrite_host.is_empty()
+                && http::uri::Authority::try_from(path.rewrite_host.as_str()).is_err()
+            {
+                err(format!("{at}.rewriteHost"), "not a valid host name");
             }
             let splits = path.splits.as_deref().unwrap_or_default();
             if splits.is_empty() {
@@ -219,7 +221,7 @@ mod tests {
 
     #[test]
     fn headers_the_gateway_could_not_send_are_named() {
-        let spec = r#"{"rules":[{"http":{"paths":[{"appendHeaders":{"Bad Name":"x","Ok":"line\nbreak"},"headers":{"K":{"exact":"v"}},"rewriteHost":"a\u0000b","splits":[{"serviceNamespace":"default","serviceName":"s","servicePort":80,"appendHeaders":{"(x)":"y"}}]}]}}]}"#;
+        let spec = r#"{"rules":[{"http":{"paths":[{"appendHeaders":{"Bad Name":"x","Ok":"line\nbreak"},"headers":{"K":{"exact":"v"}},"rewriteHost":"my host","splits":[{"serviceNamespace":"default","serviceName":"s","servicePort":80,"appendHeaders":{"(x)":"y"}}]}]}}]}"#;
         assert_eq!(
             fields(spec),
             [

@@ -413,6 +413,45 @@ fn the_first_ingress_keeps_a_host_and_the_next_one_conflicts() {
 }
 
 #[test]
+fn a_trailing_dot_names_the_same_host_and_a_second_catch_all_conflicts() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let one = |name: &str, hosts: &[&str]| {
+        ingress(
+            "default",
+            name,
+            json!({"rules": [rule(hosts, "ExternalIP", paths.clone())]}),
+        )
+    };
+    let out = derive(
+        &snapshot(
+            vec![
+                one("a", &["dot.example.com."]),
+                one("b", &["dot.example.com"]),
+                one("c", &[]),
+                one("d", &[]),
+            ],
+            vec![revision("hello-00001", false, &["10.0.0.1"])],
+        ),
+        &DeriveConfig::default(),
+    );
+    assert!(out.table.public.find("dot.example.com").is_some());
+    assert_eq!(
+        out.status["default/b"],
+        IngressStatus::Conflict {
+            host: "dot.example.com".into()
+        }
+    );
+    assert!(matches!(
+        out.status["default/c"],
+        IngressStatus::Ready { .. }
+    ));
+    assert_eq!(
+        out.status["default/d"],
+        IngressStatus::Conflict { host: "*".into() }
+    );
+}
+
+#[test]
 fn redirected_applies_to_external_rules_only() {
     let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
     let ing = ingress(
