@@ -96,7 +96,7 @@ impl Gateway {
         }
     }
 
-    /// The request path, then the record step: metrics by listener, KIngress and code.
+    /// The request path, then the record step: metrics by listener, host, KIngress and code.
     async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
         let started = std::time::Instant::now();
         // Only what the access log needs, and only when it is on.
