@@ -9,6 +9,7 @@ set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-8}
 COUNT=${3:-10000}
+MID=$((COUNT / 2))  # the host measured: in the middle of the big table, alone in the small one
 cd "$(dirname "$0")/.."
 source bench/peers.sh
 cargo build --release -q -p knoxy
@@ -55,7 +56,7 @@ spec:
 PY
 }
 mkdir -p "$WORK/one" "$WORK/many"
-revision "$WORK/one"; ingresses "$WORK/one" 5000 1
+revision "$WORK/one"; ingresses "$WORK/one" "$MID" 1
 revision "$WORK/many"; ingresses "$WORK/many" 0 "$COUNT"
 start_gateway() { # dir http private admin
   target/release/knoxy --config-dir "$1" --http 127.0.0.1:$2 --private-http 127.0.0.1:$3 --admin 127.0.0.1:$4 \
@@ -64,17 +65,22 @@ start_gateway() { # dir http private admin
 start_gateway "$WORK/one" 18301 18302 18303; PIDS+=($!); ONE_PID=$!
 started=$(date +%s.%N)
 start_gateway "$WORK/many" 18311 18312 18313; PIDS+=($!); MANY_PID=$!
-until curl -sf -o /dev/null -H "Host: h5000.example.com" http://127.0.0.1:18311/; do sleep 0.05; done
+until curl -sf -o /dev/null -H "Host: h$MID.example.com" http://127.0.0.1:18311/; do sleep 0.05; done
 startup=$(python3 -c "print(f'{$(date +%s.%N) - $started:.2f}')")
 load=$(curl -s http://127.0.0.1:18313/metrics | awk '/^knoxy_route_table_load_seconds/ {print $2}')
 
 OUT=bench/results/gateway-scale-$(date -u +%Y-%m-%d).md
-HOST=h5000.example.com run_rounds "knoxy gateway with $COUNT KIngresses vs 1" "$OUT" \
+HOST=h$MID.example.com run_rounds "knoxy gateway with $COUNT KIngresses vs 1" "$OUT" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "knoxy-1:18301:$ONE_PID" "knoxy-$COUNT:18311:$MANY_PID" >/dev/null
 
 # A changed table under load: each new file adds one host; time until it is served. Five
 # swaps, each on a table of COUNT+k KIngresses, with wrk keeping the load on throughout.
-wrk -t1 -c50 -d16s -H "Host: h5000.example.com" http://127.0.0.1:18311/ > "$WORK/swap-wrk.txt" &
+# served_ms HOST T0: waits until the big gateway serves HOST; the ms since T0.
+served_ms() {
+  until curl -sf -o /dev/null -H "Host: $1" http://127.0.0.1:18311/; do sleep 0.002; done
+  python3 -c "print(f'{($(date +%s.%N) - $2) * 1000:.0f}')"
+}
+wrk -t1 -c50 -d16s -H "Host: h$MID.example.com" http://127.0.0.1:18311/ > "$WORK/swap-wrk.txt" &
 WRK=$!
 sleep 1
 swaps=()
@@ -83,9 +89,7 @@ for k in 0 1 2 3 4; do
   ingresses "$WORK" "$n" 1
   t0=$(date +%s.%N)
   mv "$WORK/ingresses-$n.yaml" "$WORK/many/"
-  until curl -sf -o /dev/null -H "Host: h$n.example.com" http://127.0.0.1:18311/; do sleep 0.002; done
-  t1=$(date +%s.%N)
-  swaps+=("$(python3 -c "print(f'{($t1 - $t0) * 1000:.0f}')")")
+  swaps+=("$(served_ms "h$n.example.com" "$t0")")
   sleep 1
 done
 # The same for an edit inside the big file: one KIngress's host changes, the file is replaced.
@@ -94,9 +98,7 @@ for k in 0 1 2 3 4; do
   sed "s/hosts: \[h$((k + 1)).example.com\]/hosts: [e$k.example.com]/" "$WORK/many/ingresses-0.yaml" > "$WORK/edit.yaml"
   t0=$(date +%s.%N)
   mv "$WORK/edit.yaml" "$WORK/many/ingresses-0.yaml"
-  until curl -sf -o /dev/null -H "Host: e$k.example.com" http://127.0.0.1:18311/; do sleep 0.002; done
-  t1=$(date +%s.%N)
-  edits+=("$(python3 -c "print(f'{($t1 - $t0) * 1000:.0f}')")")
+  edits+=("$(served_ms "e$k.example.com" "$t0")")
   sleep 0.5
 done
 wait $WRK
