@@ -236,17 +236,16 @@ fn translate(
 impl Translated {
     fn install(&self, table: &mut RouteTable) {
         for rule in &self.rules {
-            let hosts: Vec<Option<&Arc<str>>> = if rule.hosts.is_empty() {
-                vec![None]
-            } else {
-                rule.hosts.iter().map(Some).collect()
-            };
-            for host in hosts {
+            let mut claim = |host| {
                 table.private.claim(host, &rule.vhost);
                 if !rule.cluster_local {
                     table.public.claim(host, &rule.vhost);
                 }
+            };
+            if rule.hosts.is_empty() {
+                claim(None);
             }
+            rule.hosts.iter().for_each(|h| claim(Some(h)));
         }
         table.certs.extend(self.certs.iter().cloned());
     }
