@@ -25,6 +25,9 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
 /// and an `Upgrade` other than `h2c`. An h2c upgrade is hop-by-hop: each side of a proxy
 /// speaks HTTP/2 or not on its own, so it is stripped, not tunnelled.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    if !headers.contains_key(header::UPGRADE) {
+        return false; // the common case, without scanning `Connection`
+    }
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
