@@ -4,6 +4,8 @@
 //! loopback, the test backend as the revisions' pods.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -462,16 +464,9 @@ async fn an_h2c_upgrade_is_a_hop_not_a_tunnel_and_hop_by_hop_headers_stop_here()
 #[tokio::test]
 async fn a_websocket_tunnel_holds_the_drain_until_it_closes() {
     use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, Message};
+    use tokio_tungstenite::tungstenite::Message;
     let (_pod, _dir, mut gw) = one_host("hello", "Enabled", "ws.example.com");
-    let mut req = format!("ws://{}/", gw.addr("public"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    let (mut ws, _) = knoxy_tests::within("handshake", tokio_tungstenite::connect_async(req))
-        .await
-        .unwrap();
+    let mut ws = common::ws_dial(gw.addr("public"), "ws.example.com").await;
     gw.signal(knoxy_tests::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -134,3 +134,19 @@ pub async fn get_tls(
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     Ok(knoxy_tests::get_over(stream, h2, sni, path).await)
 }
+
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `addr` with `Host: host` (the route the gateway picks); the handshake
+/// must switch protocols.
+pub async fn ws_dial(addr: std::net::SocketAddr, host: &str) -> WebSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut().insert("host", host.parse().unwrap());
+    let (ws, response) = within("WebSocket handshake", tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}

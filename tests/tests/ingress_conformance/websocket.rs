@@ -3,30 +3,14 @@
 use std::collections::BTreeSet;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::StatusCode;
-use knoxy_tests::{within, Proc};
+use knoxy_tests::within;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::common::{ws_dial, WebSocket};
 use crate::fixture::*;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn dial(gw: &Proc, host: &str) -> Socket {
-    let mut req = format!("ws://{}/", gw.addr("public"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("host", host.parse().unwrap());
-    let (ws, response) = within("WebSocket handshake", tokio_tungstenite::connect_async(req))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    ws
-}
-
-async fn round_trip(ws: &mut Socket, text: &str) -> String {
+async fn round_trip(ws: &mut WebSocket, text: &str) -> String {
     within("send", ws.send(Message::text(text))).await.unwrap();
     let reply = within("echo", ws.next()).await.unwrap().unwrap();
     reply.into_text().unwrap().as_str().to_owned()
@@ -40,7 +24,7 @@ async fn websocket() {
     let gw = c.gateway();
     ready(&gw, "websocket", None).await;
 
-    let mut ws = dial(&gw, "ws.example.com").await;
+    let mut ws = ws_dial(gw.addr("public"), "ws.example.com").await;
     for i in 0..100 {
         assert_eq!(
             round_trip(&mut ws, &format!("m{i}")).await,
@@ -64,7 +48,7 @@ async fn websocket_split() {
 
     let mut seen = BTreeSet::new();
     for _ in 0..100 {
-        let mut ws = dial(&gw, "wss.example.com").await;
+        let mut ws = ws_dial(gw.addr("public"), "wss.example.com").await;
         let backend = round_trip(&mut ws, "0").await.split_off(1);
         for i in 1..5 {
             assert_eq!(
