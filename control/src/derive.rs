@@ -400,13 +400,13 @@ fn backend(
     let h2c = sp.name == "http2" || sp.name == "h2c" || sp.app_protocol == APP_PROTOCOL_H2C;
     if service.spec.kind == "ExternalName" {
         let host = service.spec.external_name.trim_end_matches('.').to_owned();
-        return Ok(Backend {
-            target: Target::Dns {
+        return Ok(Backend::new(
+            Target::Dns {
                 host,
                 port: sp.port,
             },
             h2c,
-        });
+        ));
     }
     let mut addrs = Vec::new();
     let slices = view.slices(format!("{ns}/{name}"));
@@ -444,10 +444,7 @@ fn backend(
     }
     addrs.sort_unstable();
     addrs.dedup();
-    Ok(Backend {
-        target: Target::Endpoints(addrs),
-        h2c,
-    })
+    Ok(Backend::new(Target::Endpoints(addrs), h2c))
 }
 
 fn cert(

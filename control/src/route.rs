@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -64,7 +65,14 @@ pub struct Backend {
     pub target: Target,
     /// The Service port speaks h2c (named `http2`/`h2c`, or appProtocol `kubernetes.io/h2c`).
     pub h2c: bool,
+    /// Where the round robin over `target`'s endpoints is, shared by every thread.
+    pub next: RoundRobin,
 }
+
+/// A backend's round-robin position. It is serving state, not configuration: it compares
+/// equal whatever its value, and a clone starts over.
+#[derive(Debug, Default)]
+pub struct RoundRobin(AtomicUsize);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -169,6 +177,40 @@ impl Route {
         })
     }
 }
+
+impl Backend {
+    pub fn new(target: Target, h2c: bool) -> Backend {
+        Backend {
+            target,
+            h2c,
+            next: RoundRobin::default(),
+        }
+    }
+
+    /// The next endpoint in turn; None when there is none.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        match &self.target {
+            Target::Endpoints(addrs) if !addrs.is_empty() => {
+                Some(addrs[self.next.0.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Clone for RoundRobin {
+    fn clone(&self) -> Self {
+        RoundRobin::default()
+    }
+}
+
+impl PartialEq for RoundRobin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RoundRobin {}
 
 /// A header sent several times is matched as its values joined with `,` (as Envoy does).
 fn header_matches(headers: &HeaderMap, name: &HeaderName, exact: &HeaderValue) -> bool {
@@ -284,10 +326,7 @@ mod tests {
     fn percent_zero_splits_are_never_picked() {
         let split = |percent| Split {
             percent,
-            backend: Backend {
-                target: Target::Endpoints(vec![]),
-                h2c: false,
-            },
+            backend: Backend::new(Target::Endpoints(vec![]), false),
             append_headers: vec![],
         };
         let route = Route {
@@ -305,5 +344,22 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 90).count(), 90);
         assert_eq!(picks.iter().filter(|p| **p == 10).count(), 10);
+    }
+
+    #[test]
+    fn each_backend_takes_its_endpoints_in_turn_whatever_other_backends_do() {
+        let addrs = |a: &str, b: &str| {
+            Target::Endpoints(vec![a.parse().expect("addr"), b.parse().expect("addr")])
+        };
+        let one = Backend::new(addrs("10.0.0.1:80", "10.0.0.2:80"), false);
+        let two = Backend::new(addrs("10.0.1.1:80", "10.0.1.2:80"), false);
+        // Alternating between the backends (a 50/50 split) must not pin either to one pod.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            seen.insert(one.pick());
+            seen.insert(two.pick());
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(Backend::new(Target::Endpoints(vec![]), false).pick(), None);
     }
 }

@@ -1,0 +1,418 @@
+//! One client connection from accept to close. The engine is hyper; around it, one timer per
+//! connection (not per request) enforces the header-read and idle deadlines from what the
+//! connection is doing, and a drain closes idle connections and ends busy ones after their
+//! response.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::io::{ClientIo, SNIFF_LEN};
+use crate::Limits;
+
+/// The HTTP/2 client preface; a cleartext connection that starts with it speaks h2c.
+const H2_PREFACE: &[u8; SNIFF_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// "Not set" for the millisecond marks of [`Activity`].
+const NONE: u64 = u64::MAX;
+/// While draining, idle connections are looked for this often.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
+/// An h2 connection told to go away gets this long to say so before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+// === Types ===
+
+/// How to choose the protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Cleartext: h2c if the first bytes are the HTTP/2 preface, else HTTP/1.1.
+    Sniff,
+    Http1,
+    Http2,
+}
+
+/// Why a connection ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed it, or the protocol ended it (including an upgrade taking it over).
+    Finished,
+    /// A request's head (or, on a new connection, the first bytes) came too slowly.
+    HeaderTimeout,
+    /// No request in flight for the idle timeout.
+    IdleTimeout,
+    /// Closed by a drain.
+    Drained,
+}
+
+impl Closed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::Finished => "finished",
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::Drained => "drained",
+        }
+    }
+}
+
+/// The HTTP engines configured with one set of limits; shared by every connection.
+pub struct Edge {
+    limits: Limits,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// What a connection is doing, as its timer needs to know: written by the requests (which
+/// may run on other threads for h2) and by reads, read by the timer. Marks are milliseconds
+/// since the connection was accepted.
+pub(crate) struct Activity {
+    born: Instant,
+    /// Requests (h1) or streams (h2) whose response has not ended.
+    in_flight: AtomicU32,
+    /// When the last response ended; NONE before the first.
+    idle_since: AtomicU64,
+    /// The first byte read while idle, that is, the start of the next request; NONE if none.
+    head_started: AtomicU64,
+    draining: AtomicBool,
+}
+
+// === The flow ===
+
+impl Edge {
+    pub fn new(limits: Limits) -> Edge {
+        let mut h1 = http1::Builder::new();
+        // The header deadline is ours (one timer per connection); hyper's would also run
+        // through keep-alive idle time, which has its own limit here.
+        h1.header_read_timeout(None)
+            .max_headers(limits.max_header_fields)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_resets)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Edge { limits, h1, h2 }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Serves one connection with `service` until the client or a deadline closes it, or
+    /// `drain` resolves and what is in flight has finished.
+    pub async fn serve<S, F, Fut, B>(
+        &self,
+        io: S,
+        proto: Proto,
+        service: F,
+        drain: impl Future<Output = ()>,
+    ) -> Closed
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let activity = Arc::new(Activity::new());
+        let header_deadline = activity.born + self.limits.header_read_timeout;
+        let (io, h2) = match sniff(io, proto, header_deadline, &activity).await {
+            Some(chosen) => chosen,
+            None => return Closed::HeaderTimeout,
+        };
+        let service = Arc::new(service);
+        let tracked = Arc::clone(&activity);
+        let svc = service_fn(move |req| {
+            let guard = InFlight::start(&tracked);
+            let response = service(req);
+            async move {
+                let mut response = response.await;
+                if !h2 && guard.0.draining.load(Ordering::Relaxed) {
+                    // Tells the client why the connection ends after this response.
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    _guard: guard,
+                }))
+            }
+        });
+        let io = TokioIo::new(io);
+        if h2 {
+            let conn = pin!(self.h2.serve_connection(io, svc));
+            self.drive(conn, &activity, true, drain).await
+        } else {
+            let conn = pin!(self.h1.serve_connection(io, svc).with_upgrades());
+            self.drive(conn, &activity, false, drain).await
+        }
+    }
+
+    /// Runs the connection beside its timer and the drain.
+    async fn drive<C: GracefulConn>(
+        &self,
+        mut conn: Pin<&mut C>,
+        activity: &Activity,
+        h2: bool,
+        drain: impl Future<Output = ()>,
+    ) -> Closed {
+        let mut drain = pin!(drain);
+        let mut draining = false;
+        loop {
+            let now = Instant::now();
+            let wake = match activity.deadline(&self.limits, h2) {
+                Some((at, why)) if at <= now => return close(conn, h2, why).await,
+                // An idle h1 connection is looked at every header timeout, so that a head
+                // starting meanwhile is caught at its own deadline (without a wakeup per request).
+                Some((at, Closed::IdleTimeout)) if !h2 => {
+                    at.min(now + self.limits.header_read_timeout)
+                }
+                Some((at, _)) => at,
+                // A request is in flight: nothing to time, look again later.
+                None => now + self.limits.idle_timeout,
+            };
+            let wake = if draining {
+                wake.min(now + DRAIN_TICK)
+            } else {
+                wake
+            };
+            tokio::select! {
+                _ = conn.as_mut() => return Closed::Finished,
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = &mut drain, if !draining => {
+                    draining = true;
+                    activity.draining.store(true, Ordering::Relaxed);
+                    // h2: GOAWAY, streams in flight finish. h1: an idle connection closes
+                    // now, a busy one after its response (which says `Connection: close`).
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// TLS on an accepted connection, bounded by the handshake timeout; the protocol follows ALPN.
+pub async fn handshake<S>(
+    acceptor: &TlsAcceptor,
+    io: S,
+    limits: &Limits,
+) -> Option<(TlsStream<S>, Proto)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let tls = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(io))
+        .await
+        .ok()?
+        .ok()?;
+    let proto = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Proto::Http2
+    } else {
+        Proto::Http1
+    };
+    Some((tls, proto))
+}
+
+// === Helpers ===
+
+/// Reads the first bytes (at most the preface's length) to choose the protocol, by the
+/// header deadline; None if the client closed or was too slow.
+async fn sniff<S: AsyncRead + Unpin>(
+    mut io: S,
+    proto: Proto,
+    deadline: Instant,
+    activity: &Arc<Activity>,
+) -> Option<(ClientIo<S>, bool)> {
+    let mut buf = [0u8; SNIFF_LEN];
+    if proto != Proto::Sniff {
+        return Some((
+            ClientIo::new(io, buf, 0, Arc::clone(activity)),
+            proto == Proto::Http2,
+        ));
+    }
+    let mut len = 0;
+    let read = async {
+        // An HTTP/1 request differs from the preface at its first byte: usually one read.
+        while len < SNIFF_LEN && buf[..len] == H2_PREFACE[..len] {
+            match io.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => len += n,
+            }
+        }
+        true
+    };
+    if !tokio::time::timeout_at(deadline, read)
+        .await
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    activity.read_some();
+    let h2 = buf == *H2_PREFACE;
+    Some((ClientIo::new(io, buf, len, Arc::clone(activity)), h2))
+}
+
+/// Ends a connection a deadline caught: h1 is dropped (closed), h2 gets GOAWAY first.
+async fn close<C: GracefulConn>(mut conn: Pin<&mut C>, h2: bool, why: Closed) -> Closed {
+    if h2 {
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(GOAWAY_GRACE, conn).await;
+    }
+    why
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            born: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(NONE),
+            head_started: AtomicU64::new(NONE),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    /// Bytes arrived: on an idle connection they start the next request's head.
+    pub(crate) fn read_some(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NONE
+        {
+            self.head_started.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// When this connection must close and why, if nothing changes; None while a request
+    /// is in flight. h2 reads are not request starts (PING, SETTINGS), so h2 has only the
+    /// idle deadline.
+    fn deadline(&self, limits: &Limits, h2: bool) -> Option<(Instant, Closed)> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let at = |ms: u64, after: Duration| self.born + Duration::from_millis(ms) + after;
+        let idle_since = self.idle_since.load(Ordering::Relaxed);
+        if self.draining.load(Ordering::Relaxed) {
+            return Some((self.born, Closed::Drained));
+        }
+        if h2 {
+            let since = if idle_since == NONE { 0 } else { idle_since };
+            return Some((at(since, limits.idle_timeout), Closed::IdleTimeout));
+        }
+        if idle_since == NONE {
+            // The first request's head is due a header timeout after accept (as Go's server).
+            return Some((at(0, limits.header_read_timeout), Closed::HeaderTimeout));
+        }
+        match self.head_started.load(Ordering::Relaxed) {
+            NONE => Some((at(idle_since, limits.idle_timeout), Closed::IdleTimeout)),
+            started => Some((
+                at(started, limits.header_read_timeout),
+                Closed::HeaderTimeout,
+            )),
+        }
+    }
+}
+
+/// One request in flight, until its response body ends (or is dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.head_started.store(NONE, Ordering::Relaxed);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight while it streams.
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        _guard: InFlight,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// hyper's h1 and h2 server connections, as the driver uses them.
+trait GracefulConn: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConn for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B> GracefulConn for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;
