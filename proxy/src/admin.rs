@@ -1,9 +1,10 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
-//! `/ready` (a route table is loaded) and `/status` (JSON: each KIngress of our class with
+//! `/ready` (a route table is loaded and no SIGTERM came: 503 while draining) and `/status` (JSON: each KIngress of our class with
 //! whether it is served and its probe hash, or why not; what a controller writes to status).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub status: Arc<ArcSwap<Status>>,
+    /// Set on SIGTERM: load balancers must stop sending new connections.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The statuses of the table being served, and its generation (1 for the first table).
@@ -46,6 +49,11 @@ impl Admin {
                 StatusCode::OK,
                 Bytes::from(status_json(&self.status.load())),
                 "application/json",
+            ),
+            "/ready" if self.draining.load(Ordering::Acquire) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"draining\n"),
+                "text/plain; charset=utf-8",
             ),
             // A table is installed before the listeners start, so being up means being ready.
             "/healthz" | "/ready" => (

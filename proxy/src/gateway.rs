@@ -1,10 +1,12 @@
 //! The gateway's request path, one small decision per step (as Pingora's `ProxyHttp`
-//! phases): route (host → rule → path/headers → split) → rewrite → forward → answer.
-//! The engine is hyper, served on connections Pingora's listeners accept
-//! (`shared/notes/pingora-cost.md`).
+//! phases): route (host → rule → path/headers → split) → what the upstream sees (hop-by-hop
+//! headers out, then the rule's headers and `X-Forwarded-*` in) → forward → answer; every
+//! answer the gateway makes up comes from `rescue`. The engine is hyper, served by
+//! `knoxy-edge` on the connections Pingora's listeners accept (`shared/notes/pingora-cost.md`).
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -13,13 +15,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use knoxy_control::route::{HostTable, Route, RouteTable, Split, Target};
-use knoxy_upstream::{hop, Endpoint, LeasedBody};
+use hyper_util::rt::TokioIo;
+use knoxy_control::route::{HostTable, Route, Split, Target};
+use knoxy_edge::{Closed, ConnLimit, Edge, Proto};
+use knoxy_upstream::{hop, Endpoint, LeasedBody, Upstream};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -27,24 +28,30 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::drain::Connections;
 use crate::metrics::Metrics;
-use crate::upstreams::Upstreams;
+use crate::rescue::{self, GatewayError};
+use crate::upstreams::Served;
 
 const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
+/// Marks the kubelet's probes; from a client it would skip the queue's breaker and stats.
+const K_KUBELET_PROBE: HeaderName = HeaderName::from_static("k-kubelet-probe");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Which listener a connection arrived on: the public one serves ExternalIP rules only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
+pub enum Listener {
     Public,
     Private,
 }
 
-impl Visibility {
+impl Listener {
     fn label(self) -> &'static str {
         match self {
-            Visibility::Public => "public",
-            Visibility::Private => "private",
+            Listener::Public => "public",
+            Listener::Private => "private",
         }
     }
 }
@@ -59,46 +66,64 @@ struct Matched {
     ingress: Option<Arc<str>>,
 }
 
-/// One listener's app: the shared table, its visibility, the upstream pools.
+/// One listener's app: the served table, the listener's role, the edge's limits.
 pub struct Gateway {
-    table: Arc<ArcSwap<RouteTable>>,
-    visibility: Visibility,
-    upstreams: Arc<Upstreams>,
-    /// Spreads requests over a split's endpoints.
-    next: AtomicUsize,
+    served: Arc<ArcSwap<Served>>,
+    listener: Listener,
     metrics: Arc<Metrics>,
     connections: Arc<Connections>,
     /// Set on the HTTPS listeners.
     tls: Option<TlsAcceptor>,
     /// One JSON line per request on stdout (`--access-log`; off by default).
     access_log: bool,
+    edge: Arc<Edge>,
+    /// Shared by every listener of the process.
+    conn_limit: Arc<ConnLimit>,
+}
+
+/// What the requests of one client connection share.
+struct Conn {
+    gateway: Arc<Gateway>,
+    /// Appended to `X-Forwarded-For`.
+    client_ip: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`: the scheme the client used.
+    scheme: HeaderValue,
+}
+
+/// A request routed and rewritten, ready to go to its upstream.
+struct Prepared {
+    req: Request<Incoming>,
+    upstream: Arc<Upstream>,
+    h2c: bool,
+}
+
+pub struct Parts {
+    pub served: Arc<ArcSwap<Served>>,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<Connections>,
+    pub access_log: bool,
+    pub edge: Arc<Edge>,
+    pub conn_limit: Arc<ConnLimit>,
 }
 
 impl Gateway {
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        visibility: Visibility,
-        upstreams: Arc<Upstreams>,
-        metrics: Arc<Metrics>,
-        connections: Arc<Connections>,
-        tls: Option<TlsAcceptor>,
-        access_log: bool,
-    ) -> Gateway {
+    pub fn new(parts: &Parts, listener: Listener, tls: Option<TlsAcceptor>) -> Gateway {
         Gateway {
-            table,
-            visibility,
-            upstreams,
-            next: AtomicUsize::new(0),
-            metrics,
-            connections,
+            served: Arc::clone(&parts.served),
+            listener,
+            metrics: Arc::clone(&parts.metrics),
+            connections: Arc::clone(&parts.connections),
             tls,
-            access_log,
+            access_log: parts.access_log,
+            edge: Arc::clone(&parts.edge),
+            conn_limit: Arc::clone(&parts.conn_limit),
         }
     }
 
     /// The request path, then the record step: metrics by listener, host, KIngress and code.
-    async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn serve(&self, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         let started = std::time::Instant::now();
+        let id = request_id(&mut req);
         // Only what the access log needs, and only when it is on.
         let logged = self.access_log.then(|| {
             (
@@ -107,8 +132,14 @@ impl Gateway {
                 req.uri().to_string(),
             )
         });
-        let (response, matched) = self.route_and_forward(req).await;
-        let listener = self.visibility.label();
+        let mut matched = Matched::default();
+        let response = match self.route(conn, req, &mut matched) {
+            Ok(prepared) => self.forward(prepared).await,
+            Err(e) => Err(e),
+        };
+        let response = response
+            .unwrap_or_else(|e| rescue::rescue(&e, &id, matched.host.as_deref().unwrap_or("*")));
+        let listener = self.listener.label();
         let host = matched
             .host
             .as_deref()
@@ -116,11 +147,14 @@ impl Gateway {
         let ingress = matched.ingress.as_deref().unwrap_or("");
         if let Some((method, host, uri)) = logged {
             access_log(
-                listener,
-                ingress,
-                &method,
-                &host,
-                &uri,
+                &[
+                    ("listener", listener),
+                    ("ingress", ingress),
+                    ("method", method.as_str()),
+                    ("host", &host),
+                    ("uri", &uri),
+                    ("request_id", id.to_str().unwrap_or("")),
+                ],
                 response.status(),
                 started.elapsed(),
             );
@@ -136,69 +170,78 @@ impl Gateway {
         response
     }
 
-    async fn route_and_forward(&self, mut req: Request<Incoming>) -> (Response<Body>, Matched) {
-        let table = self.table.load();
-        let hosts: &HostTable = match self.visibility {
-            Visibility::Public => &table.public,
-            Visibility::Private => &table.private,
+    /// Host → rule → split → endpoint, and what the upstream sees; the table is held only
+    /// for this step, not while the upstream answers.
+    fn route(
+        &self,
+        conn: &Conn,
+        mut req: Request<Incoming>,
+        matched: &mut Matched,
+    ) -> Result<Result<Prepared, Response<Body>>, GatewayError> {
+        let served = self.served.load();
+        let hosts: &HostTable = match self.listener {
+            Listener::Public => &served.table.public,
+            Listener::Private => &served.table.private,
         };
-        let mut matched = Matched::default();
-        let Some((name, vhost)) = hosts.find_named(host_of(&req)) else {
-            return (text(StatusCode::NOT_FOUND, "no such host\n"), matched);
-        };
+        let (name, vhost) = hosts
+            .find_named(host_of(&req))
+            .ok_or(GatewayError::UnknownHost)?;
         matched.host = name.cloned();
         matched.any_host = name.is_none();
-        let Some(route) = vhost.route(req.uri().path(), req.headers()) else {
-            return (text(StatusCode::NOT_FOUND, "no route\n"), matched);
-        };
+        let route = vhost
+            .route(req.uri().path(), req.headers())
+            .ok_or(GatewayError::NoRoute)?;
         matched.ingress = Some(Arc::clone(&route.ingress));
-        if route.redirect_https && self.visibility == Visibility::Public && self.tls.is_none() {
-            return (redirect(host_of(&req), req.uri()), matched);
+        if route.redirect_https && self.listener == Listener::Public && self.tls.is_none() {
+            return Ok(Err(rescue::redirect(host_of(&req), req.uri())));
         }
-        let Some(split) = route.pick(fastrand::u32(0..100)) else {
-            return (
-                text(StatusCode::SERVICE_UNAVAILABLE, "no backend\n"),
-                matched,
-            );
-        };
-        rewrite(&mut req, route, split);
-        (self.forward(req, split).await, matched)
-    }
-
-    async fn forward(&self, mut req: Request<Incoming>, split: &Split) -> Response<Body> {
+        let split = route
+            .pick(fastrand::u32(0..100))
+            .ok_or(GatewayError::NoSplit)?;
         let endpoint = match &split.backend.target {
-            Target::Endpoints(addrs) if !addrs.is_empty() => {
-                Endpoint::Addr(addrs[self.next.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+            Target::Endpoints(_) => {
+                Endpoint::Addr(split.backend.pick().ok_or(GatewayError::NoEndpoints)?)
             }
             Target::Dns { host, port } => Endpoint::Name {
                 host: host.clone(),
                 port: *port,
             },
-            Target::Endpoints(_) => {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints\n")
-            }
         };
-        let upstream = self.upstreams.get(endpoint);
+        // Hop-by-hop headers go first, so a client's `Connection` cannot name what we add.
+        let tunnel = is_tunnel(&req);
+        hop::strip(req.headers_mut(), tunnel);
+        rewrite(&mut req, route, split, conn);
+        Ok(Ok(Prepared {
+            req,
+            upstream: served.pool(endpoint),
+            h2c: split.backend.h2c,
+        }))
+    }
+
+    async fn forward(
+        &self,
+        prepared: Result<Prepared, Response<Body>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Prepared {
+            mut req,
+            upstream,
+            h2c,
+        } = match prepared {
+            Ok(p) => p,
+            Err(answered) => return Ok(answered),
+        };
         // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
-        let upgrade = (req.version() != Version::HTTP_2 && hop::is_upgrade(req.headers()))
-            .then(|| hyper::upgrade::on(&mut req));
-        hop::strip(req.headers_mut(), upgrade.is_some());
-        let sent = if split.backend.h2c && upgrade.is_none() {
+        let upgrade = is_tunnel(&req).then(|| hyper::upgrade::on(&mut req));
+        let (mut response, lease) = if h2c && upgrade.is_none() {
             if !absolute_form(&mut req) {
-                return text(StatusCode::BAD_REQUEST, "bad request target\n");
+                return Err(GatewayError::BadAuthority);
             }
             *req.version_mut() = Version::HTTP_2;
-            upstream.send_h2(req).await.map(|r| (r, None))
+            (upstream.send_h2(req).await?, None)
         } else {
             origin_form(&mut req);
-            upstream
-                .send_h1(req)
-                .await
-                .map(|(r, lease)| (r, Some(lease)))
-        };
-        let (mut response, lease) = match sent {
-            Ok(sent) => sent,
-            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream: {e}\n")),
+            let (r, lease) = upstream.send_h1(req).await?;
+            (r, Some(lease))
         };
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
             // The upstream connection now belongs to the tunnel, not the pool.
@@ -209,7 +252,7 @@ impl Gateway {
             let gauge = self
                 .metrics
                 .open_connections
-                .with_label_values(&[self.visibility.label()]);
+                .with_label_values(&[self.listener.label()]);
             gauge.inc();
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
@@ -220,10 +263,10 @@ impl Gateway {
                 gauge.dec();
                 drop(counted);
             });
-            return response.map(|_| empty());
+            return Ok(response.map(|_| empty()));
         }
         hop::strip(response.headers_mut(), false);
-        response.map(|body| LeasedBody::new(body, lease).boxed_unsync())
+        Ok(response.map(|body| LeasedBody::new(body, lease).boxed_unsync()))
     }
 }
 
@@ -234,44 +277,71 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let open = self
-            .metrics
-            .open_connections
-            .with_label_values(&[self.visibility.label()]);
+        let listener = self.listener.label();
+        let Some(_permit) = self.conn_limit.try_open() else {
+            self.metrics
+                .closed
+                .with_label_values(&[listener, "refused"])
+                .inc();
+            ConnLimit::refuse(stream, self.tls.is_none()).await;
+            return None;
+        };
+        let open = self.metrics.open_connections.with_label_values(&[listener]);
         open.inc();
         let _counted = self.connections.open();
-        let this = Arc::clone(self);
-        let svc = service_fn(move |req| {
-            let this = Arc::clone(&this);
-            async move { Ok::<_, Infallible>(this.serve(req).await) }
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        // HTTPS: hyper then picks h2 or HTTP/1.1 by the preface, which follows the ALPN choice.
-        let stream: Box<dyn Io> = match &self.tls {
-            None => Box::new(stream),
-            Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(tls) => Box::new(tls),
-                Err(_) => {
-                    open.dec();
-                    return None;
+        let client_ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .and_then(|ip: IpAddr| HeaderValue::from_str(&ip.to_string()).ok());
+        let (io, proto, scheme): (Box<dyn Io>, _, _) = match &self.tls {
+            None => (Box::new(stream), Proto::Sniff, "http"),
+            Some(acceptor) => {
+                match knoxy_edge::handshake(acceptor, stream, self.edge.limits()).await {
+                    Some((tls, proto)) => (Box::new(tls), proto, "https"),
+                    None => {
+                        self.metrics
+                            .closed
+                            .with_label_values(&[listener, "tls_handshake"])
+                            .inc();
+                        open.dec();
+                        return None;
+                    }
                 }
-            },
+            }
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        tokio::pin!(conn);
+        let conn = Arc::new(Conn {
+            gateway: Arc::clone(self),
+            client_ip,
+            scheme: HeaderValue::from_static(scheme),
+        });
         let mut shutdown = shutdown.clone();
         // On SIGTERM (Pingora's ShutdownWatch) idle keep-alive connections close at once and
         // busy ones after their in-flight requests.
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+        let drain = async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        // Boxed as `dyn Send`: rustc cannot prove the generic future Send inside async_trait.
+        let serving: Pin<Box<dyn Future<Output = Closed> + Send + '_>> =
+            Box::pin(
+                self.edge
+                    .serve(io, proto, move |req| handle(Arc::clone(&conn), req), drain),
+            );
+        let closed = serving.await;
+        self.metrics
+            .closed
+            .with_label_values(&[listener, closed.as_str()])
+            .inc();
         open.dec();
         None
     }
+}
+
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    conn.gateway.serve(&conn, req).await
 }
 
 /// A client connection, plain or TLS.
@@ -280,10 +350,17 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 // === Helpers ===
 
-/// Appended headers replace the client's (path level, then split level); `override`
-/// probes carry the KIngress's hash; `rewriteHost` replaces the Host.
-fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split) {
+/// What the upstream sees besides the client's request: the rule's appended headers (path
+/// level, then split level, replacing the client's), `override` probes carrying the
+/// KIngress's hash, `rewriteHost`, and `X-Forwarded-For`/`-Proto` as Envoy's gateways send.
+fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Conn) {
+    let h2 = req.version() == Version::HTTP_2;
+    let authority = h2
+        .then(|| req.uri().authority())
+        .flatten()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
+    headers.remove(K_KUBELET_PROBE);
     for (name, value) in route.append_headers.iter().chain(&split.append_headers) {
         headers.insert(name, value.clone());
     }
@@ -295,39 +372,67 @@ fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split) {
     if let Some(h) = &route.rewrite_host {
         headers.insert(header::HOST, h.clone());
     }
-    if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+    if let (Some(a), false) = (authority, headers.contains_key(header::HOST)) {
         // An h2 request carries its host in :authority; keep it for an HTTP/1.1 upstream.
-        if let Some(a) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, a);
-        }
+        headers.insert(header::HOST, a);
+    }
+    if let Some(ip) = &conn.client_ip {
+        append_forwarded_for(headers, ip);
+    }
+    headers.insert(X_FORWARDED_PROTO, conn.scheme.clone());
+}
+
+/// `X-Forwarded-For: <what the client sent>, <client address>`, on one line.
+fn append_forwarded_for(headers: &mut http::HeaderMap, ip: &HeaderValue) {
+    let mut sent = headers.get_all(X_FORWARDED_FOR).iter().peekable();
+    if sent.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, ip.clone());
+        return;
+    }
+    let mut joined = Vec::with_capacity(64);
+    for v in sent {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 
+/// The client's `X-Request-Id` if it sent one, else a new random (v4) UUID; the upstream
+/// sees it, and the log names failures by it.
+fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
+    if let Some(id) = req.headers().get(X_REQUEST_ID) {
+        return id.clone();
+    }
+    // Version 4 (random) in the third group, variant 10 in the fourth (RFC 9562).
+    let high = fastrand::u64(..) & !0xf000 | 0x4000;
+    let low = fastrand::u64(..) & !(0xc << 60) | 0x8 << 60;
+    let id = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xffff,
+        low >> 48,
+        low & 0xffff_ffff_ffff
+    );
+    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
+    req.headers_mut().insert(X_REQUEST_ID, value.clone());
+    value
+}
+
+/// An HTTP/1 request that asks to switch protocols end to end (an h2c upgrade is a hop).
+fn is_tunnel<B>(req: &Request<B>) -> bool {
+    req.version() != Version::HTTP_2 && hop::is_upgrade(req.headers())
+}
+
 /// One structured access-log line (JSON) on stdout.
-fn access_log(
-    listener: &str,
-    ingress: &str,
-    method: &http::Method,
-    host: &str,
-    uri: &str,
-    status: StatusCode,
-    took: std::time::Duration,
-) {
+fn access_log(fields: &[(&str, &str)], status: StatusCode, took: std::time::Duration) {
     use std::io::Write as _;
-    let mut line = String::with_capacity(160);
-    line.push_str("{\"listener\":");
-    push_json(&mut line, listener);
-    for (key, value) in [
-        ("ingress", ingress),
-        ("method", method.as_str()),
-        ("host", host),
-        ("uri", uri),
-    ] {
-        line.push_str(",\"");
+    let mut line = String::with_capacity(200);
+    for (key, value) in fields {
+        line.push_str(if line.is_empty() { "{\"" } else { ",\"" });
         line.push_str(key);
         line.push_str("\":");
         push_json(&mut line, value);
@@ -405,41 +510,8 @@ fn host_of<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-fn redirect(host: &str, uri: &Uri) -> Response<Body> {
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    let location = format!(
-        "https://{host}{}",
-        uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut r = text(StatusCode::MOVED_PERMANENTLY, "");
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
-}
-
 fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body.to_owned()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

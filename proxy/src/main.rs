@@ -1,17 +1,36 @@
 //! `knoxy`: the gateway. Serves Knative's KIngress objects (from a directory of YAML files,
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
-//! Usage: `knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR]
-//! [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS] [--access-log]`. Defaults: public
+//! Usage: `knoxy --config-dir DIR [flags]` (`knoxy --help` lists them). Listeners: public
 //! `0.0.0.0:8080`/`8443`, private (cluster-local) `8081`/`8444`, admin `9090` with `/metrics`,
-//! `/healthz`, `/ready` and `/status`; port 0 picks a free port. SIGTERM stops accepting and
-//! exits 0 once in-flight requests and WebSocket tunnels finish, or after `--drain-timeout`
-//! (30 s).
+//! `/healthz`, `/ready` and `/status`; port 0 picks a free port. Every listener is served by
+//! `--threads` worker threads (default: the CPUs the process may use).
+//!
+//! The edge (`knoxy-edge`, shared with knoxy-queue): a request head must arrive within
+//! `--header-read-timeout` (10 s), a connection with no request in flight closes after
+//! `--idle-timeout` (75 s), a TLS handshake must finish within `--tls-handshake-timeout`
+//! (10 s); HTTP/2 allows `--h2-max-concurrent-streams` (100) streams and bounds rapid resets;
+//! heads are limited to `--max-header-bytes`/`--max-header-fields` (Go's 1 MiB + 4 KiB, 1000);
+//! past `--max-connections` (10,000) a connection gets a short 503. Nothing times a request
+//! whose backend is still working: long requests and streams are Knative's to bound.
+//!
+//! Stopping, as Kubernetes expects: on SIGTERM `/ready` answers 503 at once, the listeners
+//! keep serving for `--drain-delay` (5 s) while load balancers take the pod out, then stop
+//! accepting; idle connections close, busy ones close after their response (which says
+//! `Connection: close`; h2 gets GOAWAY), and the process exits 0 when none is left or after
+//! `--drain-timeout` (30 s). `terminationGracePeriodSeconds` should cover both.
+//!
+//! Zero-downtime upgrade (Pingora's): start the new binary with the same flags plus
+//! `--upgrade`; it waits on `--upgrade-sock` for the listening sockets. Then send SIGQUIT to
+//! the old process: it hands its sockets over, keeps accepting for 5 s (Pingora's close
+//! timeout) while the new one starts serving the same sockets, then drains as above. No
+//! connection is refused: the kernel's accept queue belongs to the socket, not the process.
 //!
 //! Reloads: the directory is watched; only changed files (and in them, changed documents)
 //! are parsed again, and only KIngresses whose object or inputs changed are translated
 //! again (`knoxy_control::derive::Deriver`), so a 10,000-ingress table swaps in tens of ms.
-//! Upstream connections are pooled per endpoint (`knoxy-upstream`, shared with knoxy-queue).
+//! Upstream connections are pooled per endpoint (`knoxy-upstream`, shared with knoxy-queue),
+//! and the pools live with the table that names their endpoints (`upstreams::Served`).
 //!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
@@ -21,52 +40,70 @@ mod admin;
 mod drain;
 mod gateway;
 mod metrics;
+mod rescue;
+mod signals;
 mod tls;
 mod upstreams;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use knoxy_control::derive::{DeriveConfig, Deriver, IngressStatus, Snapshot};
 use knoxy_control::files;
-use knoxy_control::route::RouteTable;
+use knoxy_edge::{ConnLimit, Edge, Limits};
 use parking_lot::Mutex;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
-use gateway::{Gateway, Visibility};
+use gateway::{Gateway, Listener, Parts};
+use upstreams::Served;
+
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--access-log]";
+/// How long SIGTERM keeps the listeners serving before they stop accepting.
+const DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// How long SIGTERM then waits for in-flight requests before stopping anyway.
+const DRAIN_TIMEOUT: u64 = 30;
+const UPGRADE_SOCK: &str = "/tmp/knoxy-upgrade.sock";
+/// How many seconds a process started with `--upgrade` waits for the old one's sockets.
+const UPGRADE_WAIT: usize = 30;
 
 struct Args {
     config_dir: PathBuf,
     /// (label, address) of every listener, in the order they are announced.
     listeners: Vec<(&'static str, SocketAddr)>,
-    /// How long SIGTERM waits for in-flight requests before stopping anyway.
+    threads: usize,
+    limits: Limits,
+    max_connections: usize,
+    drain_delay: Duration,
     drain_timeout: u64,
+    upgrade: bool,
+    upgrade_sock: String,
     access_log: bool,
 }
 
-/// What every listener reads: the routes and the certificates, swapped in together.
+/// What every listener reads: the routes (with their upstream pools) and the certificates,
+/// swapped in together.
 struct Tables {
-    routes: Arc<ArcSwap<RouteTable>>,
+    served: Arc<ArcSwap<Served>>,
     certs: Arc<ArcSwap<tls::CertStore>>,
     metrics: Arc<metrics::Metrics>,
     /// Remembers unchanged KIngresses between loads, so a reload costs what changed.
     deriver: Mutex<Deriver>,
     status: Arc<ArcSwap<admin::Status>>,
-    upstreams: Arc<upstreams::Upstreams>,
 }
 
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("knoxy: {e}\nusage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--drain-timeout SECONDS] [--access-log]");
+            eprintln!("knoxy: {e}\n{USAGE}");
             return ExitCode::from(64);
         }
     };
@@ -78,12 +115,11 @@ fn main() -> ExitCode {
         }
     };
     let tables = Arc::new(Tables {
-        routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+        served: Arc::default(),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
         status: Arc::default(),
-        upstreams: Arc::default(),
     });
     // The first load must succeed; later failures keep the last good table.
     let mut watch = match files::watch(&args.config_dir) {
@@ -140,47 +176,55 @@ fn main() -> ExitCode {
     };
 
     let conf = ServerConf {
-        threads: 1,
+        threads: args.threads,
         grace_period_seconds: Some(args.drain_timeout),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: args.upgrade_sock.clone(),
+        upgrade_sock_connect_accept_max_retries: Some(UPGRADE_WAIT),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: args.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let connections = Arc::new(drain::Connections::default());
-    server.add_service(background_service(
+    let mut drain = background_service(
         "drain",
         drain::Drain {
             connections: Arc::clone(&connections),
         },
-    ));
+    );
+    drain.threads = Some(1);
+    server.add_service(drain);
+    let draining = Arc::new(AtomicBool::new(false));
+    let parts = Parts {
+        served: Arc::clone(&tables.served),
+        metrics: Arc::clone(&tables.metrics),
+        connections,
+        access_log: args.access_log,
+        edge: Arc::new(Edge::new(args.limits.clone())),
+        conn_limit: ConnLimit::new(args.max_connections),
+    };
     for (label, addr) in &listeners {
-        let app = |visibility, tls: bool| {
-            let acceptor = tls.then(|| acceptor.clone());
-            let (metrics, connections) = (Arc::clone(&tables.metrics), Arc::clone(&connections));
-            Gateway::new(
-                Arc::clone(&tables.routes),
-                visibility,
-                Arc::clone(&tables.upstreams),
-                metrics,
-                connections,
-                acceptor,
-                args.access_log,
-            )
-        };
+        let gateway =
+            |listener, tls: bool| Gateway::new(&parts, listener, tls.then(|| acceptor.clone()));
         let mut service = match *label {
-            "public" => Service::new(label.to_string(), app(Visibility::Public, false)),
-            "https" => Service::new(label.to_string(), app(Visibility::Public, true)),
-            "private" => Service::new(label.to_string(), app(Visibility::Private, false)),
-            "private-https" => Service::new(label.to_string(), app(Visibility::Private, true)),
+            "public" => Service::new(label.to_string(), gateway(Listener::Public, false)),
+            "https" => Service::new(label.to_string(), gateway(Listener::Public, true)),
+            "private" => Service::new(label.to_string(), gateway(Listener::Private, false)),
+            "private-https" => Service::new(label.to_string(), gateway(Listener::Private, true)),
             _ => {
                 let mut admin = Service::new(
                     label.to_string(),
                     admin::Admin {
                         metrics: Arc::clone(&tables.metrics),
                         status: Arc::clone(&tables.status),
+                        draining: Arc::clone(&draining),
                     },
                 );
+                admin.threads = Some(1);
                 admin.add_tcp(&addr.to_string());
                 server.add_service(admin);
                 continue;
@@ -190,7 +234,13 @@ fn main() -> ExitCode {
         server.add_service(service);
     }
     announce_when_listening(listeners);
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals::Signals {
+            draining,
+            drain_delay: args.drain_delay,
+        }),
+    });
+    ExitCode::SUCCESS
 }
 
 impl Tables {
@@ -199,8 +249,8 @@ impl Tables {
         let derived = self.deriver.lock().derive(snap);
         let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
         self.certs.store(Arc::new(certs));
-        let table = Arc::new(derived.table);
-        self.routes.store(Arc::clone(&table));
+        let served = Arc::new(Served::new(derived.table, &self.served.load()));
+        self.served.store(served);
         self.metrics.table_generation.inc();
         self.metrics
             .table_load_seconds
@@ -221,7 +271,6 @@ impl Tables {
             generation: self.metrics.table_generation.get(),
             ingresses: derived.status,
         }));
-        self.upstreams.retain_for(&table);
     }
 }
 
@@ -255,46 +304,168 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         ("private-https", any(8444)),
         ("admin", any(9090)),
     ];
+    let mut parsed = Args {
+        config_dir: PathBuf::new(),
+        listeners: Vec::new(),
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
+        limits: Limits::default(),
+        max_connections: knoxy_edge::MAX_CONNECTIONS,
+        drain_delay: DRAIN_DELAY,
+        drain_timeout: DRAIN_TIMEOUT,
+        upgrade: false,
+        upgrade_sock: UPGRADE_SOCK.to_owned(),
+        access_log: false,
+    };
     let mut config_dir = None;
-    let mut drain_timeout = 30;
-    let mut access_log = false;
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let label = match arg.as_str() {
-            "--config-dir" => {
-                config_dir = Some(PathBuf::from(value("--config-dir")?));
-                continue;
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        let limits = &mut parsed.limits;
+        match arg.as_str() {
+            "--config-dir" => config_dir = Some(PathBuf::from(value()?)),
+            "--access-log" => parsed.access_log = true,
+            "--upgrade" => parsed.upgrade = true,
+            "--upgrade-sock" => parsed.upgrade_sock = value()?,
+            "--threads" => parsed.threads = count(&arg, &value()?, 1..=1024)?,
+            "--max-connections" => parsed.max_connections = count(&arg, &value()?, 1..=10_000_000)?,
+            "--max-header-bytes" => {
+                limits.max_header_bytes = count(&arg, &value()?, 1024..=64 << 20)?
             }
-            "--access-log" => {
-                access_log = true;
-                continue;
+            "--max-header-fields" => {
+                limits.max_header_fields = count(&arg, &value()?, 1..=100_000)?
             }
+            "--h2-max-concurrent-streams" => {
+                limits.h2_max_concurrent_streams =
+                    u32::try_from(count(&arg, &value()?, 1..=1_000_000)?).unwrap_or(u32::MAX)
+            }
+            "--header-read-timeout" => limits.header_read_timeout = seconds(&arg, &value()?)?,
+            "--idle-timeout" => limits.idle_timeout = seconds(&arg, &value()?)?,
+            "--tls-handshake-timeout" => limits.tls_handshake_timeout = seconds(&arg, &value()?)?,
+            "--drain-delay" => parsed.drain_delay = seconds(&arg, &value()?)?,
             "--drain-timeout" => {
-                let v = value("--drain-timeout")?;
-                drain_timeout = v
-                    .parse()
-                    .map_err(|_| format!("--drain-timeout {v:?} is not a number of seconds"))?;
-                continue;
+                parsed.drain_timeout = seconds(&arg, &value()?)?.as_secs_f64().ceil() as u64
             }
-            "--http" => "public",
-            "--https" => "https",
-            "--private-http" => "private",
-            "--private-https" => "private-https",
-            "--admin" => "admin",
-            other => return Err(format!("unknown argument {other:?}")),
-        };
-        let v = value(&arg)?;
-        let addr = v
-            .parse()
-            .map_err(|_| format!("{arg} {v:?} is not an address such as 0.0.0.0:8080"))?;
-        if let Some(slot) = listeners.iter_mut().find(|(l, _)| *l == label) {
-            slot.1 = addr;
+            "--help" | "-h" => return Err("".to_owned()),
+            flag => {
+                let label = match flag {
+                    "--http" => "public",
+                    "--https" => "https",
+                    "--private-http" => "private",
+                    "--private-https" => "private-https",
+                    "--admin" => "admin",
+                    other => return Err(format!("unknown argument {other:?}")),
+                };
+                let v = value()?;
+                let addr = v
+                    .parse()
+                    .map_err(|_| format!("{arg} {v:?} is not an address such as 0.0.0.0:8080"))?;
+                if let Some(slot) = listeners.iter_mut().find(|(l, _)| *l == label) {
+                    slot.1 = addr;
+                }
+            }
         }
     }
-    Ok(Args {
-        config_dir: config_dir.ok_or("--config-dir is required")?,
-        listeners,
-        drain_timeout,
-        access_log,
+    parsed.config_dir = config_dir.ok_or("--config-dir is required")?;
+    parsed.listeners = listeners;
+    Ok(parsed)
+}
+
+/// A whole number in `range`, or an error naming the flag.
+fn count(flag: &str, v: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        format!(
+            "{flag} {v:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )
     })
+}
+
+/// Seconds (fractions allowed) from 0 to a day, or an error naming the flag.
+fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{flag} {v:?} is not a number of seconds from 0 to 86400"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn every_limit_has_a_flag_and_bad_values_name_it() {
+        let a = parse(&[
+            "--config-dir",
+            "d",
+            "--threads",
+            "3",
+            "--header-read-timeout",
+            "2.5",
+            "--idle-timeout",
+            "7",
+            "--tls-handshake-timeout",
+            "1",
+            "--max-connections",
+            "9",
+            "--max-header-bytes",
+            "4096",
+            "--max-header-fields",
+            "50",
+            "--h2-max-concurrent-streams",
+            "8",
+            "--drain-delay",
+            "0",
+            "--drain-timeout",
+            "3",
+            "--upgrade",
+            "--upgrade-sock",
+            "/tmp/x.sock",
+        ])
+        .expect("valid");
+        assert_eq!(a.threads, 3);
+        assert_eq!(a.limits.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(a.limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(a.limits.tls_handshake_timeout, Duration::from_secs(1));
+        assert_eq!(a.max_connections, 9);
+        assert_eq!(
+            (a.limits.max_header_bytes, a.limits.max_header_fields),
+            (4096, 50)
+        );
+        assert_eq!(a.limits.h2_max_concurrent_streams, 8);
+        assert_eq!((a.drain_delay, a.drain_timeout), (Duration::ZERO, 3));
+        assert!(a.upgrade);
+        assert_eq!(a.upgrade_sock, "/tmp/x.sock");
+        for (flag, bad) in [
+            ("--threads", "0"),
+            ("--threads", "many"),
+            ("--idle-timeout", "-1"),
+            ("--idle-timeout", "NaN"),
+            ("--header-read-timeout", "1e300"),
+            ("--max-connections", "18446744073709551616"),
+        ] {
+            let e = parse(&["--config-dir", "d", flag, bad])
+                .err()
+                .expect("an error");
+            assert!(e.contains(flag) && e.contains(bad), "{e}");
+        }
+        assert!(
+            parse(&["--config-dir", "d", "--threads"]).is_err(),
+            "a missing value"
+        );
+    }
+
+    #[test]
+    fn threads_default_to_the_cpus_the_process_may_use() {
+        let a = parse(&["--config-dir", "d"]).expect("valid");
+        assert_eq!(
+            a.threads,
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        assert_eq!(a.limits, Limits::default());
+    }
 }

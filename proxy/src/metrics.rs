@@ -11,6 +11,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub open_connections: IntGaugeVec,
+    pub closed: IntCounterVec,
     pub table_generation: IntCounter,
     pub table_load_seconds: Gauge,
     pub table_ingresses: IntGauge,
@@ -45,6 +46,13 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "knoxy_connections_closed_total",
+                "Client connections ended, by listener and reason (finished, header_timeout, idle_timeout, drained, tls_handshake, refused: over --max-connections)",
+            ),
+            &["listener", "reason"],
+        )?;
         let table_generation = IntCounter::new(
             "knoxy_route_table_generation",
             "Route tables installed since start",
@@ -64,6 +72,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(table_generation.clone()))?;
         registry.register(Box::new(table_load_seconds.clone()))?;
         registry.register(Box::new(table_ingresses.clone()))?;
@@ -73,6 +82,7 @@ impl Metrics {
             requests,
             duration,
             open_connections,
+            closed,
             table_generation,
             table_load_seconds,
             table_ingresses,

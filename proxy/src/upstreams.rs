@@ -1,59 +1,65 @@
 //! The gateway's upstream connections: one pool per endpoint (`knoxy-upstream`, as in
-//! knoxy-queue), shared by every listener, and pruned to the endpoints of the table being
-//! served whenever a table is installed.
+//! knoxy-queue), kept with the table that names the endpoint, so every listener and thread
+//! reaches it without a lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use knoxy_control::route::{RouteTable, Target};
 use knoxy_upstream::{Endpoint, Upstream};
-use parking_lot::Mutex;
 
 /// Idle HTTP/1.1 connections kept per endpoint (Knative's `MaxIdleConnsPerHost`).
 const MAX_IDLE: usize = 1000;
 
+/// A fast hash: endpoints come from the table, not from clients.
+type Fast = foldhash::fast::RandomState;
+
+/// The table being served and the upstream pools of every endpoint it names, swapped in
+/// together: a request finds its pool without a lock, and a pool lives as long as some
+/// table names its endpoint.
 #[derive(Default)]
-pub struct Upstreams {
-    /// A fast hash: endpoints come from the table, not from clients.
-    pools: Mutex<HashMap<Endpoint, Arc<Upstream>, foldhash::fast::RandomState>>,
+pub struct Served {
+    pub table: RouteTable,
+    pools: HashMap<Endpoint, Arc<Upstream>, Fast>,
 }
 
-impl Upstreams {
-    /// The pool of `endpoint`, created on first use.
-    pub fn get(&self, endpoint: Endpoint) -> Arc<Upstream> {
-        let mut pools = self.pools.lock();
-        if let Some(pool) = pools.get(&endpoint) {
-            return Arc::clone(pool);
-        }
-        let pool = Upstream::new(endpoint.clone(), MAX_IDLE);
-        pools.insert(endpoint, Arc::clone(&pool));
-        pool
-    }
-
-    /// Drops the pools (and their idle connections) of endpoints `table` no longer names;
-    /// requests still running on them finish on their own connections.
-    pub fn retain_for(&self, table: &RouteTable) {
-        let mut live = HashSet::new();
+impl Served {
+    /// `table` with pools for its endpoints: those `previous` has are kept (with their
+    /// connections), the others are new; pools of endpoints no longer named are dropped
+    /// (requests still running on them finish on their own connections).
+    pub fn new(table: RouteTable, previous: &Served) -> Served {
+        let mut pools = HashMap::with_capacity_and_hasher(previous.pools.len(), Fast::default());
         let vhosts = table.public.vhosts().chain(table.private.vhosts());
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
-            match &split.backend.target {
-                Target::Endpoints(addrs) => live.extend(addrs.iter().copied().map(Endpoint::Addr)),
-                Target::Dns { host, port } => {
-                    live.insert(Endpoint::Name {
-                        host: host.clone(),
-                        port: *port,
-                    });
+            let endpoints: Vec<Endpoint> = match &split.backend.target {
+                Target::Endpoints(addrs) => addrs.iter().copied().map(Endpoint::Addr).collect(),
+                Target::Dns { host, port } => vec![Endpoint::Name {
+                    host: host.clone(),
+                    port: *port,
+                }],
+            };
+            for endpoint in endpoints {
+                if pools.contains_key(&endpoint) {
+                    continue;
                 }
+                let pool = previous
+                    .pools
+                    .get(&endpoint)
+                    .cloned()
+                    .unwrap_or_else(|| Upstream::new(endpoint.clone(), MAX_IDLE));
+                pools.insert(endpoint, pool);
             }
         }
-        self.pools
-            .lock()
-            .retain(|endpoint, _| live.contains(endpoint));
+        Served { table, pools }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.pools.lock().len()
+    /// The pool of `endpoint`. One the table does not name (a request that outlived its
+    /// table) gets a connection of its own.
+    pub fn pool(&self, endpoint: Endpoint) -> Arc<Upstream> {
+        match self.pools.get(&endpoint) {
+            Some(pool) => Arc::clone(pool),
+            None => Upstream::new(endpoint, 0),
+        }
     }
 }
 
@@ -77,22 +83,29 @@ mod tests {
     }
 
     #[test]
-    fn pools_of_endpoints_the_table_no_names_are_dropped() {
-        let live = table(
-            "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {name: a, namespace: d, annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec: {rules: [{hosts: [a.example.com], http: {paths: [{splits: [{serviceNamespace: d, serviceName: s, servicePort: 80}]}]}}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: d}\nspec: {ports: [{port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, namespace: d, labels: {kubernetes.io/service-name: s}}\nendpoints: [{addresses: [10.0.0.1]}]\nports: [{port: 8012}]\n",
-        );
-        let upstreams = Upstreams::default();
-        let kept: SocketAddr = "10.0.0.1:8012".parse().unwrap_or_else(|_| unreachable!());
-        let gone: SocketAddr = "10.0.0.2:8012".parse().unwrap_or_else(|_| unreachable!());
-        let first = upstreams.get(Endpoint::Addr(kept));
-        upstreams.get(Endpoint::Addr(gone));
+    fn pools_of_endpoints_the_table_no_longer_names_are_dropped_and_others_kept() {
+        let yaml = |ip: &str| {
+            format!("apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: a, namespace: d, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [a.example.com], http: {{paths: [{{splits: [{{serviceNamespace: d, serviceName: s, servicePort: 80}}]}}]}}}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: d}}\nspec: {{ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-1, namespace: d, labels: {{kubernetes.io/service-name: s}}}}\nendpoints: [{{addresses: [10.0.0.1, {ip}]}}]\nports: [{{port: 8012}}]\n")
+        };
+        let addr = |s: &str| Endpoint::Addr(s.parse::<SocketAddr>().expect("addr"));
+        let first = Served::new(table(&yaml("10.0.0.2")), &Served::default());
+        assert_eq!(first.pools.len(), 2);
+        let kept = first.pool(addr("10.0.0.1:8012"));
         assert!(
-            Arc::ptr_eq(&first, &upstreams.get(Endpoint::Addr(kept))),
+            Arc::ptr_eq(&kept, &first.pool(addr("10.0.0.1:8012"))),
             "one pool per endpoint"
         );
-        assert_eq!(upstreams.len(), 2);
-        upstreams.retain_for(&live);
-        assert_eq!(upstreams.len(), 1);
-        assert!(Arc::ptr_eq(&first, &upstreams.get(Endpoint::Addr(kept))));
+        let second = Served::new(table(&yaml("10.0.0.3")), &first);
+        assert_eq!(second.pools.len(), 2);
+        assert!(
+            Arc::ptr_eq(&kept, &second.pool(addr("10.0.0.1:8012"))),
+            "kept across tables"
+        );
+        assert!(!second.pools.contains_key(&addr("10.0.0.2:8012")), "pruned");
+        let stray = second.pool(addr("10.0.0.2:8012"));
+        assert!(
+            !Arc::ptr_eq(&stray, &second.pool(addr("10.0.0.2:8012"))),
+            "not pooled"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::handler::{Active, Handler, Timeouts};
 use crate::log;
 use crate::readiness::Readiness;
 use crate::requestlog::{self, RequestLog};
-use crate::server::{self, Engines, Listeners};
+use crate::server::{self, Listeners};
 use crate::stats::{self, Stats};
 use crate::usermetrics::UserMetrics;
 use knoxy_upstream::{Endpoint, Upstream};
@@ -87,28 +87,29 @@ impl App {
         tls: Option<TlsAcceptor>,
         stop: &watch::Receiver<bool>,
     ) {
-        let engines = Engines::new();
+        let edge = server::edge();
         announce("main", &listeners.main);
-        let (handler, e) = (Arc::clone(&self.handler), Arc::clone(&engines));
+        let (handler, e, st) = (Arc::clone(&self.handler), Arc::clone(&edge), stop.clone());
         server::accept_loop(listeners.main, stop.clone(), move |stream, peer| {
             tokio::spawn(server::serve_plain(
                 stream,
                 peer,
                 Arc::clone(&handler),
                 Arc::clone(&e),
+                st.clone(),
             ));
         });
         if let (Some(listener), Some(acceptor)) = (listeners.tls, tls) {
             announce("tls", &listener);
-            let (handler, e) = (Arc::clone(&self.handler), Arc::clone(&engines));
+            let (handler, e, st) = (Arc::clone(&self.handler), Arc::clone(&edge), stop.clone());
             server::accept_loop(listener, stop.clone(), move |stream, peer| {
-                let (handler, e) = (Arc::clone(&handler), Arc::clone(&e));
                 tokio::spawn(server::serve_tls(
                     stream,
                     peer,
                     acceptor.clone(),
-                    handler,
-                    e,
+                    Arc::clone(&handler),
+                    Arc::clone(&e),
+                    st.clone(),
                 ));
             });
         }

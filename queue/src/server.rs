@@ -9,9 +9,10 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use knoxy_edge::{Edge, Limits, Proto};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -24,9 +25,11 @@ use crate::handler::{go_error, Conn, Handler};
 use crate::stats::Stats;
 use crate::usermetrics::UserMetrics;
 
-/// Go accepts header blocks up to 1 MiB + 4096 bytes; beyond that it answers 431.
-const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
-const MAX_HEADER_FIELDS: usize = 1000;
+/// Go's `http2.Server` default `MaxConcurrentStreams`.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+/// Knative's queue sets no `IdleTimeout`; a bound all the same, longer than client pools keep
+/// idle connections (Go's transport: 90 s), so the client side closes first.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 // === Binding ===
 
@@ -104,44 +107,28 @@ where
     });
 }
 
-/// The serving port's HTTP engines: HTTP/1.1, and HTTP/2 (h2c by prior knowledge, h2 by ALPN).
-pub struct Engines {
-    h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+/// The serving port's limits (`knoxy-edge`, shared with the gateway): Go's header-read
+/// timeout as Knative sets it, Go's HTTP/2 stream limit (250), and the edge's bounds on
+/// idle connections, TLS handshakes, header sizes and HTTP/2 resets.
+pub fn edge() -> Arc<Edge> {
+    Arc::new(Edge::new(Limits {
+        header_read_timeout: READ_HEADER_TIMEOUT,
+        tls_handshake_timeout: READ_HEADER_TIMEOUT,
+        idle_timeout: IDLE_TIMEOUT,
+        h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
+        ..Limits::default()
+    }))
 }
 
-/// The HTTP/2 client preface; a cleartext connection that starts with it speaks h2c.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-impl Engines {
-    pub fn new() -> Arc<Engines> {
-        let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(READ_HEADER_TIMEOUT)
-            .max_header_size(MAX_HEADER_BYTES)
-            // Go limits only the bytes of a head; hyper also counts fields (100 by default).
-            // 1000 lets real requests through, for ~2.5% more instructions per request (callgrind).
-            .max_headers(MAX_HEADER_FIELDS)
-            .max_buf_size(MAX_HEADER_BYTES + 8192);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
-        Arc::new(Engines { h1, h2 })
-    }
-}
-
-/// Serves one cleartext connection of the serving port, choosing the protocol by its first bytes.
+/// Serves one cleartext connection of the serving port (HTTP/1.1, or h2c by its preface).
 pub async fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<Handler>,
-    engines: Arc<Engines>,
+    edge: Arc<Edge>,
+    stop: watch::Receiver<bool>,
 ) {
-    let h2 = match tokio::time::timeout(READ_HEADER_TIMEOUT, starts_with_preface(&stream)).await {
-        Ok(Ok(h2)) => h2,
-        _ => return,
-    };
-    serve_main(stream, peer, false, h2, handler, engines).await;
+    serve_main(stream, peer, false, Proto::Sniff, handler, edge, stop).await;
 }
 
 pub async fn serve_tls(
@@ -149,22 +136,24 @@ pub async fn serve_tls(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     handler: Arc<Handler>,
-    engines: Arc<Engines>,
+    edge: Arc<Edge>,
+    stop: watch::Receiver<bool>,
 ) {
-    if let Ok(Ok(tls)) = tokio::time::timeout(READ_HEADER_TIMEOUT, acceptor.accept(stream)).await {
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        serve_main(tls, peer, true, h2, handler, engines).await;
+    if let Some((tls, proto)) = knoxy_edge::handshake(&acceptor, stream, edge.limits()).await {
+        serve_main(tls, peer, true, proto, handler, edge, stop).await;
     }
 }
 
-/// Serves one connection of the serving port with the request path of [`Handler`].
+/// Serves one connection of the serving port with the request path of [`Handler`]; once
+/// `stop` turns true, idle connections close and busy ones after their response.
 async fn serve_main<S>(
     stream: S,
     peer: SocketAddr,
     tls: bool,
-    h2: bool,
+    proto: Proto,
     handler: Arc<Handler>,
-    engines: Arc<Engines>,
+    edge: Arc<Edge>,
+    stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -172,32 +161,24 @@ async fn serve_main<S>(
     let peer =
         HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static(""));
     let ctx = Arc::new((handler, Conn { peer, remote, tls }));
-    let svc = service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(ctx.0.serve(&ctx.1, req).await) }
-    });
-    let io = TokioIo::new(stream);
-    let _ = if h2 {
-        engines.h2.serve_connection(io, svc).await
-    } else {
-        engines.h1.serve_connection(io, svc).with_upgrades().await
-    };
+    edge.serve(
+        stream,
+        proto,
+        move |req| handle(Arc::clone(&ctx), req),
+        stopped(stop),
+    )
+    .await;
 }
 
-/// Peeks (without consuming) until the bytes read rule the HTTP/2 preface in or out; an
-/// HTTP/1 request differs at its first byte, so this is one `peek` per connection.
-async fn starts_with_preface(stream: &TcpStream) -> io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
+async fn handle(ctx: Arc<(Arc<Handler>, Conn)>, req: Request<Incoming>) -> Response<Body> {
+    ctx.0.serve(&ctx.1, req).await
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
         }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        // A partial preface: wait for more bytes before deciding.
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 

@@ -98,9 +98,11 @@ pub fn gateway(config_dir: &std::path::Path) -> Proc {
 
 /// [`gateway`] with extra arguments (`--access-log`, say).
 pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
+    // No drain delay unless a test asks for one (a later flag wins).
     let mut builder = Proc::builder("knoxy")
         .arg("--config-dir")
         .arg(config_dir)
+        .args(["--drain-delay", "0"])
         .args(extra);
     for flag in [
         "--http",

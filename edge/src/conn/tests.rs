@@ -191,3 +191,9 @@ async fn an_h2c_connection_is_served_and_idles_out() {
     assert_eq!(closed, Closed::IdleTimeout);
     conn.abort();
 }
+
+#[allow(dead_code)]
+fn serve_is_send(edge: &'static Edge, io: DuplexStream) {
+    fn send<T: Send>(_: T) {}
+    send(edge.serve(io, Proto::Sniff, answer, std::future::pending::<()>()));
+}
