@@ -118,6 +118,32 @@ fn each_bad_value_alone_is_fatal() {
     }
 }
 
+/// Values that used to panic (the breaker's semaphore at start, a deadline past any `Instant`
+/// on every request) are refused at start, each naming its variable and the accepted range.
+#[test]
+fn numbers_too_large_exit_one_naming_the_variable_and_the_range() {
+    for (name, range) in [
+        ("CONTAINER_CONCURRENCY", "no greater than 1000000"),
+        (
+            "REVISION_TIMEOUT_SECONDS",
+            "no greater than 3153600000 (100 years)",
+        ),
+        ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "(100 years)"),
+        ("REVISION_IDLE_TIMEOUT_SECONDS", "(100 years)"),
+    ] {
+        let (status, _, stderr) = run_queue(8080, &[(name, Some("9223372036854775807"))]);
+        assert_eq!(status.code(), Some(1), "{name}: {status}\n{stderr}");
+        let want = format!("{name}=\"9223372036854775807\" is not valid: ");
+        assert!(
+            stderr_lines(&stderr)
+                .iter()
+                .any(|l| l.starts_with(&want) && l.contains(range)),
+            "{name}: stderr names it and {range:?}:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
 #[test]
 fn multi_container_probes_with_an_object_probe_exit_one() {
     let object = r#"{"tcpSocket":{"port":8080,"host":"127.0.0.1"}}"#;
