@@ -32,6 +32,7 @@ mod app;
 mod body;
 mod breaker;
 mod config;
+mod conform;
 mod drain;
 mod handler;
 mod headers;
