@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::log;
 use crate::readiness::spec::{self, ProbeSpec};
 use crate::requestlog::{Template, DEFAULT_TEMPLATE};
 use crate::tls;
@@ -158,7 +159,9 @@ pub struct Config {
     /// Names Go knows but Knoxy's TLS library does not implement (warned about at start).
     pub tls_unsupported: Vec<String>,
 
-    pub log_level: String,
+    /// The zap logger Knative configures (`SERVING_LOGGING_CONFIG`, `SERVING_LOGGING_LEVEL`);
+    /// never an error: a bad config gives Knative's fallback logger.
+    pub log: log::Settings,
     pub metrics_protocol: MetricsProtocol,
     pub tracing_protocol: String,
     pub request_log: Option<RequestLogConfig>,
@@ -257,7 +260,10 @@ impl Config {
         let drain_quiet = p
             .duration("KNOXY_DRAIN_QUIET_PERIOD")
             .unwrap_or(DEFAULT_DRAIN_QUIET);
-        let log_level = p.log_level();
+        let log = log::Settings::from_knative(
+            &env.get("SERVING_LOGGING_CONFIG").unwrap_or_default(),
+            &env.get("SERVING_LOGGING_LEVEL").unwrap_or_default(),
+        );
 
         if !p.errors.is_empty() {
             return Err(p.errors);
@@ -295,7 +301,7 @@ impl Config {
             tls_cipher_suites,
             tls_curves,
             tls_unsupported,
-            log_level,
+            log,
             metrics_protocol: observability.0,
             tracing_protocol: observability.1,
             request_log: observability.2,
@@ -529,33 +535,6 @@ impl<E: Env> Parser<'_, E> {
             }
         };
         (metrics, tracing, request_log)
-    }
-
-    /// `SERVING_LOGGING_LEVEL`, else the `level` of the zap config, else info.
-    fn log_level(&mut self) -> String {
-        let level = self
-            .env
-            .get("SERVING_LOGGING_LEVEL")
-            .filter(|l| !l.is_empty())
-            .or_else(|| {
-                let zap = self.env.get("SERVING_LOGGING_CONFIG")?;
-                let v: serde_json::Value = serde_json::from_str(&zap).ok()?;
-                v.get("level")?.as_str().map(str::to_owned)
-            });
-        match level.as_deref() {
-            None => "info".to_owned(),
-            Some(l @ ("debug" | "info" | "warn" | "error" | "dpanic" | "panic" | "fatal")) => {
-                l.to_owned()
-            }
-            Some(other) => {
-                self.invalid(
-                    "SERVING_LOGGING_LEVEL",
-                    other,
-                    "expected debug, info, warn or error",
-                );
-                "info".to_owned()
-            }
-        }
     }
 }
 

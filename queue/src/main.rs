@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log::init(&cfg.log_level, cfg.key(), cfg.pod.clone());
+    log::init(cfg.log.clone(), &cfg.key(), &cfg.pod);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
