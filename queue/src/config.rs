@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::log;
 use crate::readiness::spec::{self, ProbeSpec};
 use crate::requestlog::{Template, DEFAULT_TEMPLATE};
 use crate::tls;
@@ -45,6 +46,14 @@ pub const DEFAULT_DRAIN_QUIET: Duration = Duration::from_secs(30);
 pub const DEFAULT_CERTS_DIR: &str = "/var/lib/knative/certs";
 /// Go's `ReadHeaderTimeout` on the queue's servers (`servers.go`).
 pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest `CONTAINER_CONCURRENCY` accepted. Knative's webhook caps `containerConcurrency`
+/// at config-defaults `container-concurrency-max-limit`, 1000 by default but raisable by the
+/// operator, so the queue does not assume 1000; a million is far past what one pod can hold
+/// (11×CC client sockets) and keeps 11×CC and the breaker's semaphore far from overflow.
+pub const MAX_CONTAINER_CONCURRENCY: i64 = 1_000_000;
+/// The largest `REVISION_*_SECONDS` accepted: 100 years. Knative's `max-revision-timeout-seconds`
+/// is 600 by default and raisable without bound; a deadline must still fit an `Instant`.
+pub const MAX_TIMEOUT_SECONDS: i64 = 100 * 365 * 86_400;
 
 // === Types ===
 
@@ -150,7 +159,9 @@ pub struct Config {
     /// Names Go knows but Knoxy's TLS library does not implement (warned about at start).
     pub tls_unsupported: Vec<String>,
 
-    pub log_level: String,
+    /// The zap logger Knative configures (`SERVING_LOGGING_CONFIG`, `SERVING_LOGGING_LEVEL`);
+    /// never an error: a bad config gives Knative's fallback logger.
+    pub log: log::Settings,
     pub metrics_protocol: MetricsProtocol,
     pub tracing_protocol: String,
     pub request_log: Option<RequestLogConfig>,
@@ -194,17 +205,26 @@ impl Config {
             }
         }
 
-        let container_concurrency = p.int("CONTAINER_CONCURRENCY").unwrap_or(0);
+        let container_concurrency = p
+            .int_at_most(
+                "CONTAINER_CONCURRENCY",
+                MAX_CONTAINER_CONCURRENCY,
+                format!("expected an integer no greater than {MAX_CONTAINER_CONCURRENCY}; 0 or less: no limit"),
+            )
+            .unwrap_or(0);
         let serving_port = p.port("QUEUE_SERVING_PORT", 8012);
         let tls_port = p.port("QUEUE_SERVING_TLS_PORT", 8112);
         let user_port = p.port("USER_PORT", 8080);
-        let revision_timeout = seconds(p.int("REVISION_TIMEOUT_SECONDS").unwrap_or(300));
+        let revision_timeout = seconds(
+            p.timeout("REVISION_TIMEOUT_SECONDS", "every request times out")
+                .unwrap_or(300),
+        );
         let response_start_timeout = p
-            .int("REVISION_RESPONSE_START_TIMEOUT_SECONDS")
+            .timeout("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "off")
             .filter(|s| *s > 0)
             .map(seconds);
         let idle_timeout = p
-            .int("REVISION_IDLE_TIMEOUT_SECONDS")
+            .timeout("REVISION_IDLE_TIMEOUT_SECONDS", "off")
             .filter(|s| *s > 0)
             .map(seconds);
         let http2_auto_detection = p.boolean("ENABLE_HTTP2_AUTO_DETECTION");
@@ -240,7 +260,10 @@ impl Config {
         let drain_quiet = p
             .duration("KNOXY_DRAIN_QUIET_PERIOD")
             .unwrap_or(DEFAULT_DRAIN_QUIET);
-        let log_level = p.log_level();
+        let log = log::Settings::from_knative(
+            &env.get("SERVING_LOGGING_CONFIG").unwrap_or_default(),
+            &env.get("SERVING_LOGGING_LEVEL").unwrap_or_default(),
+        );
 
         if !p.errors.is_empty() {
             return Err(p.errors);
@@ -278,7 +301,7 @@ impl Config {
             tls_cipher_suites,
             tls_curves,
             tls_unsupported,
-            log_level,
+            log,
             metrics_protocol: observability.0,
             tracing_protocol: observability.1,
             request_log: observability.2,
@@ -310,6 +333,27 @@ impl<E: Env> Parser<'_, E> {
                 None
             }
         }
+    }
+
+    /// [`Parser::int`] no greater than `max` (a larger value would overflow a size or a
+    /// deadline); `expected` says so in the error.
+    fn int_at_most(&mut self, name: &'static str, max: i64, expected: String) -> Option<i64> {
+        let value = self.int(name)?;
+        if value > max {
+            let shown = self.env.get(name).unwrap_or_default();
+            self.invalid(name, &shown, expected);
+            return None;
+        }
+        Some(value)
+    }
+
+    /// Whole seconds of a revision timeout, at most [`MAX_TIMEOUT_SECONDS`] (100 years).
+    fn timeout(&mut self, name: &'static str, at_zero: &str) -> Option<i64> {
+        self.int_at_most(
+            name,
+            MAX_TIMEOUT_SECONDS,
+            format!("expected whole seconds no greater than {MAX_TIMEOUT_SECONDS} (100 years); 0 or less: {at_zero}"),
+        )
     }
 
     fn port(&mut self, name: &'static str, default: u16) -> u16 {
@@ -353,9 +397,14 @@ impl<E: Env> Parser<'_, E> {
 
     fn duration(&mut self, name: &'static str) -> Option<Duration> {
         let value = self.env.get(name).filter(|v| !v.is_empty())?;
-        let parsed = parse_duration(&value);
+        let parsed =
+            parse_duration(&value).filter(|d| d.as_secs() <= MAX_TIMEOUT_SECONDS.unsigned_abs());
         if parsed.is_none() {
-            self.invalid(name, &value, "expected a duration such as 30s or 500ms");
+            self.invalid(
+                name,
+                &value,
+                "expected a duration such as 30s or 500ms, at most 100 years",
+            );
         }
         parsed
     }
@@ -486,33 +535,6 @@ impl<E: Env> Parser<'_, E> {
             }
         };
         (metrics, tracing, request_log)
-    }
-
-    /// `SERVING_LOGGING_LEVEL`, else the `level` of the zap config, else info.
-    fn log_level(&mut self) -> String {
-        let level = self
-            .env
-            .get("SERVING_LOGGING_LEVEL")
-            .filter(|l| !l.is_empty())
-            .or_else(|| {
-                let zap = self.env.get("SERVING_LOGGING_CONFIG")?;
-                let v: serde_json::Value = serde_json::from_str(&zap).ok()?;
-                v.get("level")?.as_str().map(str::to_owned)
-            });
-        match level.as_deref() {
-            None => "info".to_owned(),
-            Some(l @ ("debug" | "info" | "warn" | "error" | "dpanic" | "panic" | "fatal")) => {
-                l.to_owned()
-            }
-            Some(other) => {
-                self.invalid(
-                    "SERVING_LOGGING_LEVEL",
-                    other,
-                    "expected debug, info, warn or error",
-                );
-                "info".to_owned()
-            }
-        }
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::body::{Body, TIMEOUT_BODY};
 use crate::breaker::{Breaker, Ticket};
+use crate::conform::{self, Answer, Reject};
 use crate::drain::Drainer;
 use crate::headers::{self, Scan, K_NETWORK_HASH, K_ORIGINAL_HOST};
 use crate::log;
@@ -87,6 +88,13 @@ pub struct Conn {
 
 impl Handler {
     pub async fn serve(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        // Go's server answers these before any handler: no log, stats or probe sees them.
+        if let Err(answer) = conform::check_request(&req) {
+            return match answer {
+                Answer::ServerOptions => server_options(),
+                Answer::Reject(r) => reject(&r, true),
+            };
+        }
         let scan = Scan::of(req.headers());
         let log = self
             .request_log
@@ -214,7 +222,13 @@ impl Handler {
         };
         let (mut response, lease) = match result {
             Ok(r) => r,
-            Err(e) => return guard.respond(go_error(StatusCode::BAD_GATEWAY, &format!("{e}\n"))),
+            Err(e) => {
+                return guard.respond(match client_body_error(&e) {
+                    // The client's body broke (a bad chunk, a reset): its fault, not the app's.
+                    Some(r) => reject(&r, !h2),
+                    None => go_error(StatusCode::BAD_GATEWAY, &format!("{e}\n")),
+                });
+            }
         };
 
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -255,23 +269,49 @@ fn prepare(req: &mut Request<Incoming>, scan: &Scan, peer: &HeaderValue, h2: boo
         return;
     }
     *req.version_mut() = Version::HTTP_11;
-    if let Some(host) = original_host {
-        req.headers_mut().insert(header::HOST, host);
-    }
-    if req.uri().authority().is_some() {
-        // An absolute-form target becomes origin-form; its authority becomes the Host if none was sent.
-        if let Some(authority) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().entry(header::HOST).or_insert(authority);
+    if let Some(authority) = req.uri().authority() {
+        // An absolute-form target: its authority is the host, whatever Host says (RFC 9112
+        // §3.2.2, and Go's `req.Host`), and the user container gets the origin form.
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if let Ok(host) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(header::HOST, host);
         }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(uri) = path.parse() {
             *req.uri_mut() = uri;
         }
     }
+    // `K-Original-Host` wins over both (Knative's proxy handler runs after Go parsed the target).
+    if let Some(host) = original_host {
+        req.headers_mut().insert(header::HOST, host);
+    }
+}
+
+/// A refusal when the upstream exchange failed because the client's request body did: hyper's
+/// client reports a body that errors as a user error whose source is the body's own error.
+fn client_body_error(e: &knoxy_upstream::UpstreamError) -> Option<Reject> {
+    let knoxy_upstream::UpstreamError::Http(e) = e else {
+        return None;
+    };
+    let body = std::error::Error::source(e)?.downcast_ref::<hyper::Error>()?;
+    if !e.is_user() {
+        return None;
+    }
+    // hyper's chunked decoder reports bad framing as invalid input or data; anything else
+    // (end of file, a reset) is a body that stopped short.
+    let mut source = std::error::Error::source(body);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ) {
+                return Some(Reject::bad_request("malformed chunked encoding"));
+            }
+        }
+        source = cause.source();
+    }
+    Some(Reject::bad_request("incomplete request body"))
 }
 
 /// Relays an upgraded connection (WebSocket) both ways until one side closes or the total timeout.
@@ -368,6 +408,35 @@ pub fn go_error(code: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("nosniff"),
     );
     r
+}
+
+/// A refusal as Go's server writes one: the detail in the status line and the body, text,
+/// and (HTTP/1) `Connection: close`.
+fn reject(r: &Reject, close: bool) -> Response<Body> {
+    let mut response = Response::new(Body::full(r.body.clone()));
+    *response.status_mut() = r.status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(r.reason.as_bytes()) {
+        response.extensions_mut().insert(reason);
+    }
+    response
+}
+
+/// `OPTIONS *`: 200 with `Content-Length: 0`, as Go's `globalOptionsHandler`.
+fn server_options() -> Response<Body> {
+    let mut response = status(StatusCode::OK);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 pub fn status(code: StatusCode) -> Response<Body> {

@@ -32,6 +32,7 @@ mod app;
 mod body;
 mod breaker;
 mod config;
+mod conform;
 mod drain;
 mod handler;
 mod headers;
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log::init(&cfg.log_level, cfg.key(), cfg.pod.clone());
+    log::init(cfg.log.clone(), &cfg.key(), &cfg.pod);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

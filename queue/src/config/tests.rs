@@ -172,3 +172,116 @@ fn tls_names_follow_go_and_unimplemented_ones_are_set_aside() {
         errs[1]
     );
 }
+
+/// Extreme numbers are config errors naming the variable and the accepted range, never a
+/// panic at start or on the first request (a deadline past what an `Instant` holds).
+#[test]
+fn numbers_out_of_range_are_errors_not_panics() {
+    const MAX: &str = "9223372036854775807";
+    const MIN: &str = "-9223372036854775808";
+    const PAST_I64: &str = "9223372036854775808";
+    for (name, value, want) in [
+        (
+            "CONTAINER_CONCURRENCY",
+            MAX,
+            Some("no greater than 1000000"),
+        ),
+        (
+            "CONTAINER_CONCURRENCY",
+            "1000001",
+            Some("no greater than 1000000"),
+        ),
+        (
+            "CONTAINER_CONCURRENCY",
+            PAST_I64,
+            Some("expected an integer"),
+        ),
+        ("CONTAINER_CONCURRENCY", "1000000", None),
+        ("CONTAINER_CONCURRENCY", MIN, None),
+        (
+            "REVISION_TIMEOUT_SECONDS",
+            MAX,
+            Some("no greater than 3153600000 (100 years)"),
+        ),
+        (
+            "REVISION_TIMEOUT_SECONDS",
+            "3153600001",
+            Some("no greater than 3153600000"),
+        ),
+        ("REVISION_TIMEOUT_SECONDS", "3153600000", None),
+        ("REVISION_TIMEOUT_SECONDS", MIN, None),
+        (
+            "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
+            MAX,
+            Some("100 years"),
+        ),
+        ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", MIN, None),
+        ("REVISION_IDLE_TIMEOUT_SECONDS", MAX, Some("100 years")),
+        (
+            "REVISION_IDLE_TIMEOUT_SECONDS",
+            "0x7fffffffffffffff",
+            Some("100 years"),
+        ),
+        (
+            "KNOXY_DRAIN_QUIET_PERIOD",
+            "99999999999999h",
+            Some("at most 100 years"),
+        ),
+        (
+            "KNOXY_DRAIN_QUIET_PERIOD",
+            "1e300",
+            Some("expected a duration"),
+        ),
+        (
+            "KNOXY_DRAIN_QUIET_PERIOD",
+            "-5s",
+            Some("expected a duration"),
+        ),
+        ("KNOXY_DRAIN_QUIET_PERIOD", "876000h", None),
+        ("QUEUE_SERVING_PORT", "-1", Some("port number")),
+        ("USER_PORT", MAX, Some("port number")),
+    ] {
+        let errs = errors(&[(name, value)]);
+        match want {
+            None => assert!(errs.is_empty(), "{name}={value}: {errs:?}"),
+            Some(want) => {
+                assert_eq!(errs.len(), 1, "{name}={value}: {errs:?}");
+                let prefix = format!("{name}={value:?} is not valid: ");
+                assert!(
+                    errs[0].starts_with(&prefix) && errs[0].contains(want),
+                    "{name}={value}: {:?} should start {prefix:?} and say {want:?}",
+                    errs[0]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_largest_accepted_values_build_a_breaker_and_deadlines_without_overflow() {
+    let cfg = Config::from_env(&env(&[
+        ("CONTAINER_CONCURRENCY", "1000000"),
+        ("REVISION_TIMEOUT_SECONDS", "3153600000"),
+        ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "3153600000"),
+        ("REVISION_IDLE_TIMEOUT_SECONDS", "3153600000"),
+    ]))
+    .expect("valid");
+    assert_eq!(cfg.breaker_capacity(), Some((1_000_000, 11_000_000)));
+    let now = std::time::Instant::now();
+    for d in [
+        Some(cfg.revision_timeout),
+        cfg.response_start_timeout,
+        cfg.idle_timeout,
+    ] {
+        let d = d.expect("set");
+        assert!(now.checked_add(d).is_some(), "{d:?} fits an Instant");
+    }
+    // Negative timeouts are Go's 0: every request times out; the others are off.
+    let cfg = Config::from_env(&env(&[
+        ("REVISION_TIMEOUT_SECONDS", "-1"),
+        ("REVISION_IDLE_TIMEOUT_SECONDS", "-1"),
+    ]))
+    .expect("valid");
+    assert_eq!(cfg.revision_timeout, Duration::ZERO);
+    assert_eq!(cfg.idle_timeout, None);
+}
