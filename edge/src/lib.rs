@@ -5,7 +5,8 @@
 //!   first bytes (or by ALPN), the header-read and keep-alive idle deadlines, HTTP/2's stream
 //!   and reset limits, and a graceful close on drain;
 //! - [`handshake`]: TLS with a bound on the handshake;
-//! - [`ConnLimit`]: a cap on open connections that answers 503 past it.
+//! - [`ConnLimit`]: a cap on open connections that answers 503 past it;
+//! - [`conform`]: what an HTTP/1.x server answers before any handler sees a request.
 //!
 //! No deadline runs while a request is in flight: a backend that is still working (a long
 //! request, a long stream) is never cut here.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod cap;
+pub mod conform;
 mod conn;
 mod io;
 

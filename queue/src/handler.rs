@@ -15,7 +15,6 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::body::{Body, TIMEOUT_BODY};
 use crate::breaker::{Breaker, Ticket};
-use crate::conform::{self, Answer, Reject};
 use crate::drain::Drainer;
 use crate::headers::{self, Scan, K_NETWORK_HASH, K_ORIGINAL_HOST};
 use crate::log;
@@ -23,6 +22,7 @@ use crate::readiness::Readiness;
 use crate::requestlog::{Entry, RequestLog};
 use crate::stats::{InFlight, Stats};
 use crate::usermetrics::{Record, UserMetrics};
+use knoxy_edge::conform::{self, Answer, Reject};
 use knoxy_upstream::{Lease, Upstream};
 
 // === Types ===
@@ -287,31 +287,9 @@ fn prepare(req: &mut Request<Incoming>, scan: &Scan, peer: &HeaderValue, h2: boo
     }
 }
 
-/// A refusal when the upstream exchange failed because the client's request body did: hyper's
-/// client reports a body that errors as a user error whose source is the body's own error.
+/// A refusal when the upstream exchange failed because the client's request body did.
 fn client_body_error(e: &knoxy_upstream::UpstreamError) -> Option<Reject> {
-    let knoxy_upstream::UpstreamError::Http(e) = e else {
-        return None;
-    };
-    let body = std::error::Error::source(e)?.downcast_ref::<hyper::Error>()?;
-    if !e.is_user() {
-        return None;
-    }
-    // hyper's chunked decoder reports bad framing as invalid input or data; anything else
-    // (end of file, a reset) is a body that stopped short.
-    let mut source = std::error::Error::source(body);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
-            ) {
-                return Some(Reject::bad_request("malformed chunked encoding"));
-            }
-        }
-        source = cause.source();
-    }
-    Some(Reject::bad_request("incomplete request body"))
+    e.client_body_fault().map(Reject::bad_request)
 }
 
 /// Relays an upgraded connection (WebSocket) both ways until one side closes or the total timeout.

@@ -32,7 +32,6 @@ mod app;
 mod body;
 mod breaker;
 mod config;
-mod conform;
 mod drain;
 mod handler;
 mod headers;

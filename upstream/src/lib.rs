@@ -59,6 +59,36 @@ pub enum UpstreamError {
     Shared(Arc<UpstreamError>),
 }
 
+impl UpstreamError {
+    /// The exchange failed because the client's request body did (a broken chunk, a body
+    /// that stopped short): a few words for the client's 400, or None if the fault is
+    /// upstream. hyper's client reports a failing body as a user error sourced in it.
+    pub fn client_body_fault(&self) -> Option<&'static str> {
+        let UpstreamError::Http(e) = self else {
+            return None;
+        };
+        let body = std::error::Error::source(e)?.downcast_ref::<hyper::Error>()?;
+        if !e.is_user() {
+            return None;
+        }
+        // hyper's chunked decoder reports bad framing as invalid input or data; anything else
+        // (end of file, a reset) is a body that stopped short.
+        let mut source = std::error::Error::source(body);
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+                ) {
+                    return Some("malformed chunked encoding");
+                }
+            }
+            source = cause.source();
+        }
+        Some("incomplete request body")
+    }
+}
+
 pub struct Upstream {
     addr: Endpoint,
     idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,

@@ -1,8 +1,7 @@
 //! What an HTTP/1.x server answers before any handler sees a request (RFC 9110, RFC 9112), in
 //! the words of Go's `net/http` server, which Knative's queue-proxy and activator run on.
 //!
-//! Pure functions of a request head, free of queue types (only `http`), so the gateway can
-//! share them. hyper already refuses most malformed heads itself (with an empty 400); these
+//! Pure functions of a request head (only `http` types), shared by the gateway and the queue. hyper already refuses most malformed heads itself (with an empty 400); these
 //! are the rules it lets through, plus [`check_version`] for a connection layer that reads
 //! the request line before hyper does.
 
