@@ -110,13 +110,13 @@ impl DirReader {
 }
 
 fn parse_file(file: &Path, stamp: Stamp, previous: Option<Parsed>) -> Parsed {
-    let text = match std::fs::read_to_string(file) {
+    let text = match read_bounded(file) {
         Ok(text) => text,
         Err(e) => {
             return Parsed {
                 stamp,
                 snap: Snapshot::default(),
-                errors: vec![error(file, "file", e.to_string())],
+                errors: vec![error(file, "file", e)],
                 docs: Vec::new(),
             }
         }
@@ -206,6 +206,59 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
         docs.push(&text[start..at]);
     }
     Some(docs)
+}
+
+/// The largest file read: far above any real configuration, far below what would hurt.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The text of a regular file of at most [`MAX_FILE_BYTES`]. Anything else (a FIFO, a
+/// device, a directory, also behind a symlink) is refused without blocking or reading it.
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Checked before opening, since opening some devices acts on them.
+    regular_and_small(&std::fs::metadata(file).map_err(|e| e.to_string())?)?;
+    // Non-blocking, so that a FIFO swapped in after the check cannot hang the open.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let len = regular_and_small(&opened.metadata().map_err(|e| e.to_string())?)?;
+    read_at_most(opened, len, MAX_FILE_BYTES)
+}
+
+/// The file's length, if it is a regular file within the limit.
+fn regular_and_small(meta: &std::fs::Metadata) -> Result<u64, String> {
+    if !meta.is_file() {
+        return Err(
+            "not a regular file (only regular files, or symlinks to them, are read)".into(),
+        );
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(MAX_FILE_BYTES));
+    }
+    Ok(meta.len())
+}
+
+/// At most `limit` bytes of text; one byte more means the file grew while it was read.
+fn read_at_most(reader: impl std::io::Read, expected: u64, limit: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::with_capacity(usize::try_from(expected.min(limit)).unwrap_or(0));
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+fn too_large(limit: u64) -> String {
+    format!(
+        "larger than the limit of {limit} bytes ({} MiB)",
+        limit >> 20
+    )
 }
 
 /// Later files win for the same `namespace/name`, as if read one after the other.
@@ -630,5 +683,121 @@ mod document_tests {
         assert_eq!(errors, load_dir(&dir).expect_err("broken"));
         assert!(errors[0].message.contains("line"), "{errors:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A fresh directory for one test, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("knoxy-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Reads `dir` on another thread, so that a read that blocks fails the test instead of hanging it.
+    fn read_within_a_second(dir: &Path) -> Result<Snapshot, Vec<FileError>> {
+        let (tx, rx) = mpsc::channel();
+        let dir = dir.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_dir(&dir));
+        });
+        rx.recv_timeout(Duration::from_secs(1))
+            .expect("the read does not block")
+    }
+
+    const SERVICE: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking_the_read() {
+        let dir = TempDir::new("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.0.join("pipe.yaml"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let errors = read_within_a_second(&dir.0).expect_err("a FIFO is not read");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].file.ends_with("pipe.yaml"));
+        assert!(
+            errors[0].message.contains("not a regular file"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_to_a_device_is_refused_and_one_to_a_file_is_followed() {
+        let dir = TempDir::new("symlink");
+        std::os::unix::fs::symlink("/dev/zero", dir.0.join("zero.yaml")).expect("symlink");
+        let errors = read_within_a_second(&dir.0).expect_err("a device is not read");
+        assert!(errors[0].file.ends_with("zero.yaml"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("not a regular file"),
+            "{errors:?}"
+        );
+
+        std::fs::remove_file(dir.0.join("zero.yaml")).expect("remove");
+        std::fs::write(dir.0.join("real.txt"), SERVICE).expect("write");
+        std::os::unix::fs::symlink(dir.0.join("real.txt"), dir.0.join("link.yaml"))
+            .expect("symlink");
+        let snap = read_within_a_second(&dir.0).expect("a symlink to a file is read");
+        assert_eq!(snap.services.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_named_like_a_file_is_refused() {
+        let dir = TempDir::new("subdir");
+        std::fs::create_dir(dir.0.join("sub.yaml")).expect("mkdir");
+        let errors = read_within_a_second(&dir.0).expect_err("a directory is not read");
+        assert!(
+            errors[0].message.contains("not a regular file"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_above_the_limit_is_refused_with_the_limit_named() {
+        let dir = TempDir::new("large");
+        let file = std::fs::File::create(dir.0.join("big.yaml")).expect("create");
+        // Sparse: no disk is used for the hole.
+        file.set_len(MAX_FILE_BYTES + 1).expect("set_len");
+        let errors = read_within_a_second(&dir.0).expect_err("too large");
+        assert!(errors[0].file.ends_with("big.yaml"), "{errors:?}");
+        assert!(
+            errors[0].message.contains(&MAX_FILE_BYTES.to_string()),
+            "{errors:?}"
+        );
+        file.set_len(0).expect("set_len");
+        std::fs::write(dir.0.join("big.yaml"), SERVICE).expect("write");
+        assert_eq!(
+            read_within_a_second(&dir.0)
+                .expect("small again")
+                .services
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_bounded_read_stops_one_byte_past_the_limit() {
+        // /dev/zero never ends: only the bound stops it (the metadata check is skipped here).
+        let zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
+        let error = read_at_most(zero, 0, 1024).expect_err("endless");
+        assert!(error.contains("1024"), "{error}");
     }
 }
