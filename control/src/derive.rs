@@ -63,7 +63,7 @@ pub enum IngressStatus {
         reason: &'static str,
         message: String,
     },
-    /// An earlier KIngress (by `namespace/name`) already serves this host.
+    /// An older KIngress (by `creationTimestamp`, then `namespace/name`) already serves this host.
     Conflict {
         host: String,
     },
@@ -126,10 +126,7 @@ impl Deriver {
         let mut out = Derived::default();
         out.table.public.reserve(self.cache.len());
         out.table.private.reserve(self.cache.len());
-        for (key, ingress) in &snap.ingresses {
-            if !ingress.has_class(&self.cfg.class) {
-                continue;
-            }
+        for (key, ingress) in by_age(snap, &self.cfg.class) {
             let cached = match self.cache.get_mut(key.as_str()) {
                 Some(c) if same(&c.ingress, ingress) && c.reads.still_hold(snap, &slices) => c,
                 _ => {
@@ -171,6 +168,20 @@ impl Deriver {
         self.cache.retain(|_, c| c.seen == self.calls);
         out
     }
+}
+
+/// The KIngresses of `class`, oldest first (by `creationTimestamp`, then `namespace/name`;
+/// those without a timestamp last), so that an older KIngress keeps a host a newer one claims.
+fn by_age<'s>(snap: &'s Snapshot, class: &str) -> Vec<(&'s String, &'s Arc<KIngress>)> {
+    let mut ours: Vec<_> = snap
+        .ingresses
+        .iter()
+        .filter(|(_, i)| i.has_class(class))
+        .map(|(k, i)| (i.metadata.created(), k, i))
+        .collect();
+    // Keys are unique, so the order is total; the keys come sorted, so untimed input costs O(n).
+    ours.sort_by(|a, b| (a.0.is_none(), a.0, a.1).cmp(&(b.0.is_none(), b.0, b.1)));
+    ours.into_iter().map(|(_, k, i)| (k, i)).collect()
 }
 
 fn translate(

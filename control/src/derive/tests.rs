@@ -654,3 +654,137 @@ fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
     snap.secrets.insert(secret.metadata.key(), Arc::new(secret));
     check(&snap, "t's secret arrives");
 }
+
+/// A KIngress on `host`, created at `created` (None: no timestamp, as in most files).
+fn claiming(name: &str, host: &str, created: Option<&str>) -> KIngress {
+    let mut ing = ingress(
+        "default",
+        name,
+        json!({"rules": [rule(&[host], "ExternalIP", json!([{"splits": [split("hello-00001", json!(80), 100)]}]))]}),
+    );
+    ing.metadata.creation_timestamp = created.map(str::to_owned);
+    ing
+}
+
+#[test]
+fn the_oldest_ingress_keeps_a_contested_host() {
+    struct Case {
+        name: &'static str,
+        objects: Vec<(&'static str, Option<&'static str>)>,
+        winner: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "older by timestamp wins over an earlier name",
+            objects: vec![
+                ("a", Some("2024-05-02T00:00:00Z")),
+                ("b", Some("2024-05-01T00:00:00Z")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "the same timestamp falls back to namespace/name",
+            objects: vec![
+                ("b", Some("2024-05-01T00:00:00Z")),
+                ("a", Some("2024-05-01T00:00:00Z")),
+            ],
+            winner: "a",
+        },
+        Case {
+            name: "no timestamp sorts after any timestamp",
+            objects: vec![("a", None), ("z", Some("2030-01-01T00:00:00Z"))],
+            winner: "z",
+        },
+        Case {
+            name: "an unreadable timestamp counts as none",
+            objects: vec![
+                ("a", Some("yesterday")),
+                ("z", Some("2030-01-01T00:00:00Z")),
+            ],
+            winner: "z",
+        },
+        Case {
+            name: "offsets compare as instants, not as text",
+            objects: vec![
+                ("a", Some("2024-05-01T10:00:00Z")),
+                ("b", Some("2024-05-01T11:00:00+02:00")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "fractions of a second count",
+            objects: vec![
+                ("a", Some("2024-05-01T10:00:00.5Z")),
+                ("b", Some("2024-05-01T10:00:00.25Z")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "without timestamps, namespace/name decides",
+            objects: vec![("b", None), ("a", None), ("c", None)],
+            winner: "a",
+        },
+    ];
+    for c in cases {
+        let objects = c
+            .objects
+            .iter()
+            .map(|(name, ts)| claiming(name, "same.example.com", *ts))
+            .collect();
+        let out = derive(
+            &snapshot(objects, vec![revision("hello-00001", false, &["10.0.0.1"])]),
+            &DeriveConfig::default(),
+        );
+        assert_eq!(
+            &*only_route(&out.table.public, "same.example.com").ingress,
+            format!("default/{}", c.winner),
+            "case: {}",
+            c.name
+        );
+        for (name, _) in &c.objects {
+            let want_ready = *name == c.winner;
+            let status = &out.status[&format!("default/{name}")];
+            assert_eq!(
+                matches!(status, IngressStatus::Ready { .. }),
+                want_ready,
+                "case: {}: {name} is {status:?}",
+                c.name
+            );
+            if !want_ready {
+                assert_eq!(
+                    status,
+                    &IngressStatus::Conflict {
+                        host: "same.example.com".into()
+                    },
+                    "case: {}",
+                    c.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_newly_created_ingress_never_takes_a_live_host() {
+    let revisions = || vec![revision("hello-00001", false, &["10.0.0.1"])];
+    let live = claiming("z-live", "same.example.com", Some("2024-05-01T00:00:00Z"));
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    let before = deriver.derive(&snapshot(vec![live.clone()], revisions()));
+    assert!(matches!(
+        before.status["default/z-live"],
+        IngressStatus::Ready { .. }
+    ));
+    // The newcomer's name sorts first, and it arrives first: only its age counts.
+    let newcomer = claiming("a-new", "same.example.com", Some("2024-05-01T00:00:01Z"));
+    let after = deriver.derive(&snapshot(vec![newcomer, live], revisions()));
+    assert_eq!(
+        &*only_route(&after.table.public, "same.example.com").ingress,
+        "default/z-live"
+    );
+    assert_eq!(
+        after.status["default/a-new"],
+        IngressStatus::Conflict {
+            host: "same.example.com".into()
+        }
+    );
+}
