@@ -93,8 +93,10 @@ fn status_json(status: &Status) -> String {
         .map(|(key, s)| {
             let entry = match s {
                 IngressStatus::Ready { hash } => json!({"ready": true, "hash": &**hash}),
-                IngressStatus::Invalid(errors) => json!({"ready": false, "reason": "Invalid",
-                    "message": errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")}),
+                // Served while invalid: its last valid version still is.
+                IngressStatus::Invalid { errors, serving } => json!({"ready": false, "reason": "Invalid",
+                    "message": errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    "serving": serving.as_deref()}),
                 IngressStatus::NotReady { reason, message } => {
                     json!({"ready": false, "reason": reason, "message": message})
                 }

@@ -210,6 +210,17 @@ impl Tables {
         for (key, status) in &derived.status {
             match status {
                 IngressStatus::Ready { .. } => served += 1,
+                IngressStatus::Invalid {
+                    errors,
+                    serving: Some(hash),
+                } => {
+                    served += 1;
+                    let errors: Vec<_> = errors.iter().map(ToString::to_string).collect();
+                    eprintln!(
+                        "knoxy: KIngress {key} is invalid ({}); its last valid version ({hash}) is still served",
+                        errors.join("; ")
+                    );
+                }
                 other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
             }
         }
