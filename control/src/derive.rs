@@ -572,4 +572,6 @@ fn port_text(port: &IntOrString) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod props;
+#[cfg(test)]
 mod tests;
