@@ -522,4 +522,6 @@ impl DirWatch {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
