@@ -46,9 +46,10 @@ fn main() {
     let _ = std::fs::write(&file, &text);
     let mut reader = knoxy_control::files::DirReader::default();
     let t = Instant::now();
-    let read = reader.read(&dir).map(|s| s.ingresses.len());
+    let read = reader.read(&dir);
+    let read = (read.snapshot.ingresses.len(), read.errors.len());
     println!(
-        "read the directory: {:?} ({read:?} KIngresses)",
+        "read the directory: {:?} ((KIngresses, errors): {read:?})",
         t.elapsed()
     );
     for round in 0..3 {
@@ -61,9 +62,10 @@ fn main() {
         let _ = std::fs::write(&tmp, edited);
         let _ = std::fs::rename(&tmp, &file);
         let t = Instant::now();
-        let read = reader.read(&dir).map(|s| s.ingresses.len());
+        let read = reader.read(&dir);
+        let read = (read.snapshot.ingresses.len(), read.errors.len());
         println!(
-            "re-read after one edit #{round}: {:?} ({read:?} KIngresses)",
+            "re-read after one edit #{round}: {:?} ((KIngresses, errors): {read:?})",
             t.elapsed()
         );
     }

@@ -2,7 +2,6 @@
 //! each KIngress out. Pure: no IO, env, clock or spawning; the output does not depend on the
 //! order objects arrived in (the snapshot's maps are sorted by `namespace/name`).
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,40 +48,60 @@ pub struct Derived {
     pub table: RouteTable,
     /// One entry per KIngress of our class; others get none (they are not ours to touch).
     pub status: BTreeMap<String, IngressStatus>,
+    /// What the next [`derive_after`] falls back to when a KIngress turns invalid.
+    pub last_valid: Arc<LastValid>,
 }
+
+/// The last valid version of each KIngress of our class, by `namespace/name`.
+pub type LastValid = BTreeMap<String, Arc<KIngress>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngressStatus {
     /// Served; `hash` is what probes with `K-Network-Hash: override` come back with.
-    Ready {
-        hash: Arc<str>,
+    Ready { hash: Arc<str> },
+    /// The object fails validation, so it is not what is served: its last valid version is
+    /// (`serving` is that version's probe hash), or nothing when there is none or it is not
+    /// ready. As the webhook would have refused the edit, an invalid edit changes nothing.
+    Invalid {
+        errors: Vec<FieldError>,
+        serving: Option<Arc<str>>,
     },
-    Invalid(Vec<FieldError>),
     /// A backend or secret is missing; the whole KIngress waits (as Kourier does).
     NotReady {
         reason: &'static str,
         message: String,
     },
-    /// An earlier KIngress (by `namespace/name`) already serves this host.
-    Conflict {
-        host: String,
-    },
+    /// An older KIngress (by `creationTimestamp`, then `namespace/name`) already serves this host.
+    Conflict { host: String },
 }
 
 // === The flow ===
 
-/// The route table and statuses of a snapshot, from scratch.
+/// The route table and statuses of a snapshot, from scratch: an invalid KIngress is not
+/// served, since nothing earlier is known of it.
 pub fn derive(snap: &Snapshot, cfg: &DeriveConfig) -> Derived {
     Deriver::new(cfg.clone()).derive(snap)
 }
 
-/// `derive`, remembering each KIngress's translation between calls: a KIngress whose object
-/// and whose every read Service, EndpointSlice and Secret are unchanged is not translated
-/// again. The output is always what `derive` gives for the same snapshot.
+/// `derive`, where each invalid KIngress stands for its version in `last_valid` (the
+/// previous output's [`Derived::last_valid`]): folding snapshots through it is what a
+/// [`Deriver`] does.
+pub fn derive_after(last_valid: &LastValid, snap: &Snapshot, cfg: &DeriveConfig) -> Derived {
+    let mut deriver = Deriver::new(cfg.clone());
+    deriver.last_valid = Arc::new(last_valid.clone());
+    deriver.derive(snap)
+}
+
+/// `derive_after` the previous call's output, remembering each KIngress's translation
+/// between calls: a KIngress whose object and whose every read Service, EndpointSlice and
+/// Secret are unchanged is not translated again. The output is always what `derive_after`
+/// gives for the same snapshot and the previous output's `last_valid`.
 #[derive(Debug, Default)]
 pub struct Deriver {
     cfg: DeriveConfig,
     cache: HashMap<String, Cached, Fast>,
+    /// The previous output's `last_valid`.
+    last_valid: Arc<LastValid>,
     calls: u64,
 }
 
@@ -91,8 +110,17 @@ struct Cached {
     /// The `derive` call that last saw this KIngress; older entries are dropped after a call.
     seen: u64,
     ingress: Arc<KIngress>,
+    /// Why `ingress` is invalid; empty when it is valid.
+    problems: Vec<FieldError>,
+    /// The version served: `ingress` when valid, else its last valid version, if any.
+    served: Option<Translation>,
+}
+
+#[derive(Debug)]
+struct Translation {
+    of: Arc<KIngress>,
     reads: Reads,
-    translated: Result<Arc<Translated>, IngressStatus>,
+    result: Result<Arc<Translated>, IngressStatus>,
 }
 
 /// One KIngress turned into routes, before it is installed into the table.
@@ -116,6 +144,7 @@ impl Deriver {
         Deriver {
             cfg,
             cache: HashMap::default(),
+            last_valid: Arc::default(),
             calls: 0,
         }
     }
@@ -126,51 +155,93 @@ impl Deriver {
         let mut out = Derived::default();
         out.table.public.reserve(self.cache.len());
         out.table.private.reserve(self.cache.len());
-        for (key, ingress) in &snap.ingresses {
-            if !ingress.has_class(&self.cfg.class) {
-                continue;
-            }
+        let mut last_valid = Vec::with_capacity(self.cache.len());
+        for (key, ingress) in by_age(snap, &self.cfg.class) {
             let cached = match self.cache.get_mut(key.as_str()) {
-                Some(c) if same(&c.ingress, ingress) && c.reads.still_hold(snap, &slices) => c,
+                Some(c) if same(&c.ingress, ingress) => c,
                 _ => {
-                    let mut view = View::new(snap, &slices);
-                    let translated = translate(&mut view, key, ingress).map(Arc::new);
                     let fresh = Cached {
                         seen: 0,
                         ingress: Arc::clone(ingress),
-                        reads: view.reads,
-                        translated,
+                        problems: problems(ingress),
+                        // Kept: the version served may well be the same as before.
+                        served: self.cache.remove(key.as_str()).and_then(|c| c.served),
                     };
-                    match self.cache.entry(key.clone()) {
-                        Entry::Occupied(mut e) => {
-                            e.insert(fresh);
-                            e.into_mut()
-                        }
-                        Entry::Vacant(e) => e.insert(fresh),
-                    }
+                    self.cache.entry(key.clone()).or_insert(fresh)
                 }
             };
             cached.seen = self.calls;
-            let status = match &cached.translated {
+            let valid = if cached.problems.is_empty() {
+                Some(&cached.ingress)
+            } else {
+                self.last_valid.get(key)
+            };
+            match (valid, &cached.served) {
+                (Some(v), Some(t)) if same(&t.of, v) && t.reads.still_hold(snap, &slices) => {}
+                (Some(v), _) => {
+                    let mut view = View::new(snap, &slices);
+                    let result = translate(&mut view, key, v).map(Arc::new);
+                    cached.served = Some(Translation {
+                        of: Arc::clone(v),
+                        reads: view.reads,
+                        result,
+                    });
+                }
+                (None, _) => cached.served = None,
+            }
+            if let Some(v) = valid {
+                last_valid.push((key.clone(), Arc::clone(v)));
+            }
+            // The hash of the version served, or why it is not; None when there is none.
+            let served = cached.served.as_ref().map(|t| match &t.result {
                 Ok(t) => match conflict(&out.table, t) {
-                    Some(host) => IngressStatus::Conflict {
+                    Some(host) => Err(IngressStatus::Conflict {
                         host: host.to_string(),
-                    },
+                    }),
                     None => {
                         t.install(&mut out.table);
-                        IngressStatus::Ready {
-                            hash: Arc::clone(&t.hash),
-                        }
+                        Ok(Arc::clone(&t.hash))
                     }
                 },
-                Err(status) => status.clone(),
+                Err(status) => Err(status.clone()),
+            });
+            let status = match (cached.problems.is_empty(), served) {
+                (true, Some(Ok(hash))) => IngressStatus::Ready { hash },
+                (true, Some(Err(why))) => why,
+                (_, served) => IngressStatus::Invalid {
+                    errors: cached.problems.clone(),
+                    serving: served.and_then(Result::ok),
+                },
             };
             out.status.insert(key.clone(), status);
         }
-        // KIngresses that are gone (or changed class) leave the cache here.
+        // KIngresses that are gone (or changed class) leave the cache and memory here.
         self.cache.retain(|_, c| c.seen == self.calls);
+        self.last_valid = Arc::new(last_valid.into_iter().collect());
+        out.last_valid = Arc::clone(&self.last_valid);
         out
     }
+}
+
+/// The object's validation problems, after Knative's defaults, as the webhook checks it.
+fn problems(ingress: &KIngress) -> Vec<FieldError> {
+    let mut ingress = ingress.clone();
+    validate::set_defaults(&mut ingress.spec);
+    validate::validate(&ingress).err().unwrap_or_default()
+}
+
+/// The KIngresses of `class`, oldest first (by `creationTimestamp`, then `namespace/name`;
+/// those without a timestamp last), so that an older KIngress keeps a host a newer one claims.
+fn by_age<'s>(snap: &'s Snapshot, class: &str) -> Vec<(&'s String, &'s Arc<KIngress>)> {
+    let mut ours: Vec<_> = snap
+        .ingresses
+        .iter()
+        .filter(|(_, i)| i.has_class(class))
+        .map(|(k, i)| (i.metadata.created(), k, i))
+        .collect();
+    // Keys are unique, so the order is total; the keys come sorted, so untimed input costs O(n).
+    ours.sort_by(|a, b| (a.0.is_none(), a.0, a.1).cmp(&(b.0.is_none(), b.0, b.1)));
+    ours.into_iter().map(|(_, k, i)| (k, i)).collect()
 }
 
 fn translate(
@@ -178,9 +249,9 @@ fn translate(
     key: &str,
     ingress: &KIngress,
 ) -> Result<Translated, IngressStatus> {
+    // Validated by the caller; translated with the defaults the webhook would have set.
     let mut ingress = ingress.clone();
     validate::set_defaults(&mut ingress.spec);
-    validate::validate(&ingress).map_err(IngressStatus::Invalid)?;
     let hash: Arc<str> = probe_hash(&ingress).into();
     let name: Arc<str> = key.into();
     let redirect = ingress.spec.http_option == "Redirected";
@@ -497,5 +568,7 @@ fn port_text(port: &IntOrString) -> String {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod props;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,12 @@
 //! The file source: a directory of YAML files (several documents each allowed) holding the
 //! same objects a cluster would (KIngress, Service, EndpointSlice, Secret), read into a
-//! [`Snapshot`]. Every problem names the file, the object and the field; the caller keeps
-//! serving its last good table when there is any.
+//! [`Snapshot`]. Every problem names the file, the document and the field.
+//!
+//! One broken file (or document) holds back only its own objects: a read returns every
+//! object that parsed and, for a file with problems, the last good version of each object
+//! it no longer yields (so an object deleted from a broken file stays until the file is
+//! fixed). Objects are not validated here: `derive` judges KIngresses, and keeps serving
+//! the last valid version of one that turns invalid.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,33 +21,47 @@ use serde::Deserialize;
 
 use crate::derive::Snapshot;
 use crate::kingress::{KIngress, ObjectMeta};
-use crate::validate;
+
+// === Types ===
+
+/// What a read of the directory gives: the objects to serve, and every problem found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    /// Every object that parsed, and the last good version of those a problem hid.
+    pub snapshot: Snapshot,
+    pub errors: Vec<FileError>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
     pub file: PathBuf,
-    /// `Kind namespace/name`, or `document N` when the object cannot be named.
-    pub object: String,
+    /// 1-based, in the file's YAML stream; None for problems of the whole file.
+    pub document: Option<usize>,
+    /// `Kind namespace/name`, when the document says that much.
+    pub object: Option<String>,
     /// `field: problem`, or the YAML error with its line.
     pub message: String,
 }
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.file.display(),
-            self.object,
-            self.message
-        )
+        write!(f, "{}", self.file.display())?;
+        if let Some(n) = self.document {
+            write!(f, ": document {n}")?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
 impl std::error::Error for FileError {}
 
+// === Reading a directory ===
+
 /// Reads every `*.yaml`/`*.yml` file of `dir` (sorted, not recursive).
-pub fn load_dir(dir: &Path) -> Result<Snapshot, Vec<FileError>> {
+pub fn load_dir(dir: &Path) -> Loaded {
     DirReader::default().read(dir)
 }
 
@@ -60,25 +79,38 @@ type Stamp = (u64, u64, Option<SystemTime>, (i64, i64));
 
 struct Parsed {
     stamp: Stamp,
+    /// What the file contributes: its objects, and with errors also its last good ones.
     snap: Snapshot,
     errors: Vec<FileError>,
-    /// Each document's text and its objects, in file order (empty when parsed whole).
-    docs: Vec<(Box<str>, Snapshot)>,
+    /// Empty when the file was parsed whole.
+    docs: Docs,
 }
 
+/// Each document's text and its objects (None when it has errors), in file order.
+type Docs = Vec<(Box<str>, Option<Snapshot>)>;
+
 impl DirReader {
-    pub fn read(&mut self, dir: &Path) -> Result<Snapshot, Vec<FileError>> {
+    pub fn read(&mut self, dir: &Path) -> Loaded {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
                 .collect(),
-            Err(e) => return Err(vec![error(dir, "directory", e.to_string())]),
+            Err(e) => {
+                // Nothing is known of any file: all of them keep what they had.
+                let mut kept: Vec<_> = self.cache.iter().collect();
+                kept.sort_by(|a, b| a.0.cmp(b.0));
+                let mut snapshot = Snapshot::default();
+                kept.iter().for_each(|(_, p)| merge(&mut snapshot, &p.snap));
+                return Loaded {
+                    snapshot,
+                    errors: vec![error(dir, format!("cannot list the directory: {e}"))],
+                };
+            }
         };
         files.sort();
         let mut cache = HashMap::with_capacity(files.len());
-        let mut snap = Snapshot::default();
-        let mut errors = Vec::new();
+        let mut loaded = Loaded::default();
         for file in files {
             let stamp = std::fs::metadata(&file)
                 .map(|m| {
@@ -95,92 +127,128 @@ impl DirReader {
                 (Some(p), Some(stamp)) if p.stamp == stamp && p.errors.is_empty() => p,
                 (previous, stamp) => parse_file(&file, stamp.unwrap_or_default(), previous),
             };
-            merge(&mut snap, &parsed.snap);
-            errors.extend(parsed.errors.iter().cloned());
+            merge(&mut loaded.snapshot, &parsed.snap);
+            loaded.errors.extend(parsed.errors.iter().cloned());
             cache.insert(file, parsed);
         }
         // Files that are gone leave the cache with their objects.
         self.cache = cache;
-        if errors.is_empty() {
-            Ok(snap)
-        } else {
-            Err(errors)
-        }
+        loaded
     }
 }
 
 fn parse_file(file: &Path, stamp: Stamp, previous: Option<Parsed>) -> Parsed {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => {
-            return Parsed {
-                stamp,
-                snap: Snapshot::default(),
-                errors: vec![error(file, "file", e.to_string())],
-                docs: Vec::new(),
+    let (last, previous_docs) = previous.map(|p| (p.snap, p.docs)).unwrap_or_default();
+    let (snap, errors, docs) = match read_bounded(file) {
+        Err(e) => (Snapshot::default(), vec![error(file, e)], previous_docs),
+        Ok(text) => match split_documents(&text) {
+            Some(docs) => parse_documents(file, &text, &docs, previous_docs),
+            None => {
+                // Parsed whole: directives and `...` ends do not split at `---` lines.
+                let mut snap = Snapshot::default();
+                let mut errors = Vec::new();
+                add_documents(file, &text, &mut snap, &mut errors);
+                (snap, errors, Vec::new())
             }
-        }
+        },
     };
-    if let Some(parsed) = split_documents(&text).and_then(|d| parse_documents(file, &d, previous)) {
-        return Parsed { stamp, ..parsed };
+    if errors.is_empty() {
+        return Parsed {
+            stamp,
+            snap,
+            errors,
+            docs,
+        };
     }
-    // Parsed whole: errors then carry the document numbers and lines of the whole file.
-    let mut snap = Snapshot::default();
-    let mut errors = Vec::new();
-    add_documents(file, &text, &mut snap, &mut errors);
+    // What the file yields now wins; what it no longer yields keeps its last good version.
+    let mut kept = last;
+    merge(&mut kept, &snap);
     Parsed {
         stamp,
-        snap,
+        snap: kept,
         errors,
-        docs: Vec::new(),
+        docs,
     }
 }
 
-/// The file's objects, each document parsed on its own or reused from `previous` when its
-/// text is unchanged (the same objects, shared); None at the first problem, which the whole
-/// file's parse then reports.
-fn parse_documents(file: &Path, docs: &[&str], previous: Option<Parsed>) -> Option<Parsed> {
-    let mut parsed = Parsed {
-        stamp: Default::default(),
-        snap: Snapshot::default(),
-        errors: Vec::new(),
-        docs: Vec::with_capacity(docs.len()),
-    };
+// === Documents ===
+
+/// The objects and problems of a file's documents, each document parsed on its own or
+/// reused from `previous` when its text is unchanged (the same objects, shared).
+fn parse_documents(
+    file: &Path,
+    text: &str,
+    docs: &[&str],
+    previous: Docs,
+) -> (Snapshot, Vec<FileError>, Docs) {
+    let mut snap = Snapshot::default();
+    let mut errors = Vec::new();
+    let mut parsed = Vec::with_capacity(docs.len());
     // Most documents of an edited file are where they were; the rest are found by text.
     let mut at_place: Vec<Option<(Box<str>, Snapshot)>> = previous
-        .map(|p| p.docs.into_iter().map(Some).collect())
-        .unwrap_or_default();
+        .into_iter()
+        .map(|(text, objects)| objects.map(|o| (text, o)))
+        .collect();
     let mut by_text: Option<HashMap<Box<str>, Snapshot>> = None;
+    // A leading piece of only comments is no document of the stream.
+    let preamble = usize::from(docs.first().is_some_and(|d| is_preamble(d)));
+    let mut offset = 0;
     for (i, doc) in docs.iter().enumerate() {
         let in_place = at_place
             .get_mut(i)
             .filter(|slot| slot.as_ref().is_some_and(|(text, _)| **text == **doc))
             .and_then(Option::take);
-        let (text, objects) = match in_place {
-            Some(kept) => kept,
-            None => {
-                let moved = by_text
-                    .get_or_insert_with(|| at_place.iter_mut().filter_map(Option::take).collect())
-                    .remove(*doc);
-                let objects = match moved {
-                    Some(objects) => objects,
-                    None => {
-                        let mut objects = Snapshot::default();
-                        let mut errors = Vec::new();
-                        add_documents(file, doc, &mut objects, &mut errors);
-                        if !errors.is_empty() {
-                            return None;
-                        }
-                        objects
-                    }
-                };
-                ((*doc).into(), objects)
-            }
+        let objects = match in_place {
+            Some((_, objects)) => Some(objects),
+            None => by_text
+                .get_or_insert_with(|| at_place.iter_mut().filter_map(Option::take).collect())
+                .remove(*doc)
+                .or_else(|| {
+                    let number = (i + 1).saturating_sub(preamble).max(1);
+                    parse_document(file, text, offset, doc, number, &mut errors)
+                }),
         };
-        merge(&mut parsed.snap, &objects);
-        parsed.docs.push((text, objects));
+        if let Some(objects) = &objects {
+            merge(&mut snap, objects);
+        }
+        parsed.push(((*doc).into(), objects));
+        offset += doc.len();
     }
-    Some(parsed)
+    (snap, errors, parsed)
+}
+
+/// One document's objects, or None with its problems added to `errors`, named by its
+/// `number` in the file and, for YAML errors, by its line in the file.
+fn parse_document(
+    file: &Path,
+    text: &str,
+    offset: usize,
+    doc: &str,
+    number: usize,
+    errors: &mut Vec<FileError>,
+) -> Option<Snapshot> {
+    let mut objects = Snapshot::default();
+    let mut found = Vec::new();
+    add_documents_from(file, doc, number, &mut objects, &mut found);
+    if found.is_empty() {
+        return Some(objects);
+    }
+    // Parsed again after as many blank lines as precede it, so that lines count from the file's start.
+    let lines = text.get(..offset).map_or(0, |t| t.matches('\n').count());
+    let mut padded = "\n".repeat(lines);
+    padded.push_str(doc);
+    found.clear();
+    add_documents_from(file, &padded, number, &mut Snapshot::default(), &mut found);
+    errors.extend(found);
+    None
+}
+
+/// Whether a piece of a stream holds only blank and comment lines and no `---`.
+fn is_preamble(piece: &str) -> bool {
+    piece.lines().all(|l| {
+        let l = l.trim_start();
+        l.is_empty() || l.starts_with('#')
+    })
 }
 
 /// The documents of a YAML stream, split at its `---` lines (which YAML forbids inside any
@@ -208,6 +276,63 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
     Some(docs)
 }
 
+// === Bounded reads ===
+
+/// The largest file read: far above any real configuration, far below what would hurt.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The text of a regular file of at most [`MAX_FILE_BYTES`]. Anything else (a FIFO, a
+/// device, a directory, also behind a symlink) is refused without blocking or reading it.
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Checked before opening, since opening some devices acts on them.
+    regular_and_small(&std::fs::metadata(file).map_err(|e| e.to_string())?)?;
+    // Non-blocking, so that a FIFO swapped in after the check cannot hang the open.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let len = regular_and_small(&opened.metadata().map_err(|e| e.to_string())?)?;
+    read_at_most(opened, len, MAX_FILE_BYTES)
+}
+
+/// The file's length, if it is a regular file within the limit.
+fn regular_and_small(meta: &std::fs::Metadata) -> Result<u64, String> {
+    if !meta.is_file() {
+        return Err(
+            "not a regular file (only regular files, or symlinks to them, are read)".into(),
+        );
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(MAX_FILE_BYTES));
+    }
+    Ok(meta.len())
+}
+
+/// At most `limit` bytes of text; one byte more means the file grew while it was read.
+fn read_at_most(reader: impl std::io::Read, expected: u64, limit: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::with_capacity(usize::try_from(expected.min(limit)).unwrap_or(0));
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+fn too_large(limit: u64) -> String {
+    format!(
+        "larger than the limit of {limit} bytes ({} MiB)",
+        limit >> 20
+    )
+}
+
+// === Objects ===
+
 /// Later files win for the same `namespace/name`, as if read one after the other.
 fn merge(into: &mut Snapshot, from: &Snapshot) {
     into.ingresses.extend(
@@ -229,23 +354,39 @@ fn merge(into: &mut Snapshot, from: &Snapshot) {
         .extend(from.secrets.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
 }
 
-/// Adds the objects of one file's text to `snap`.
+/// Adds the objects of one file's text to `snap`, and its problems to `errors`.
 pub fn add_documents(file: &Path, text: &str, snap: &mut Snapshot, errors: &mut Vec<FileError>) {
+    add_documents_from(file, text, 1, snap, errors);
+}
+
+/// `add_documents`, numbering the text's documents from `first`.
+fn add_documents_from(
+    file: &Path,
+    text: &str,
+    first: usize,
+    snap: &mut Snapshot,
+    errors: &mut Vec<FileError>,
+) {
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let number = Some(first + i);
         let value = match serde_norway::Value::deserialize(doc) {
             Ok(serde_norway::Value::Null) => continue, // an empty document (`---` at the end)
             Ok(v) => v,
             Err(e) => {
-                errors.push(error(file, &format!("document {}", i + 1), e.to_string()));
+                errors.push(FileError {
+                    document: number,
+                    ..error(file, e.to_string())
+                });
                 // The YAML stream cannot be resumed after a syntax error.
                 return;
             }
         };
-        if let Err(e) = add_object(value, snap) {
+        if let Err(ObjectError(object, message)) = add_object(value, snap) {
             errors.push(FileError {
                 file: file.to_owned(),
-                object: e.0.unwrap_or_else(|| format!("document {}", i + 1)),
-                message: e.1,
+                document: number,
+                object,
+                message,
             });
         }
     }
@@ -262,7 +403,8 @@ fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), Obj
         kind: String,
         metadata: ObjectMeta,
     }
-    let head: Head = serde_norway::from_value(value.clone()).unwrap_or_default();
+    let mut head: Head = typed(value.clone()).map_err(|e| ObjectError(None, e))?;
+    namespace(&mut head.metadata);
     let named = format!(
         "{} {}/{}",
         head.kind, head.metadata.namespace, head.metadata.name
@@ -273,16 +415,9 @@ fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), Obj
     }
     match (head.api_version.as_str(), head.kind.as_str()) {
         ("networking.internal.knative.dev/v1alpha1", "Ingress") => {
+            // Validated by `derive`, which keeps serving the last valid version.
             let mut ingress: KIngress = typed(value).map_err(fail)?;
             namespace(&mut ingress.metadata);
-            validate::validate(&ingress).map_err(|errs| {
-                fail(
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            })?;
             snap.ingresses
                 .insert(ingress.metadata.key(), Arc::new(ingress));
         }
@@ -319,117 +454,13 @@ fn namespace(meta: &mut ObjectMeta) {
     }
 }
 
-fn error(file: &Path, object: &str, message: String) -> FileError {
+/// A problem of the whole file (or directory).
+fn error(file: &Path, message: String) -> FileError {
     FileError {
         file: file.to_owned(),
-        object: object.to_owned(),
+        document: None,
+        object: None,
         message,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: hello
-  namespace: default
-  annotations:
-    networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev
-spec:
-  rules:
-  - hosts: [hello.default.example.com]
-    http:
-      paths:
-      - splits:
-        - {serviceNamespace: default, serviceName: hello-00001, servicePort: 80, percent: 100}
----
-apiVersion: v1
-kind: Service
-metadata: {name: hello-00001, namespace: default}
-spec:
-  ports: [{name: http, port: 80, targetPort: 8012}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: hello-00001-x
-  labels: {kubernetes.io/service-name: hello-00001}
-addressType: IPv4
-endpoints: [{addresses: [127.0.0.1]}]
-ports: [{name: http, port: 8012}]
----
-"#;
-
-    fn load(text: &str) -> (Snapshot, Vec<FileError>) {
-        let mut snap = Snapshot::default();
-        let mut errors = Vec::new();
-        add_documents(Path::new("app.yaml"), text, &mut snap, &mut errors);
-        (snap, errors)
-    }
-
-    #[test]
-    fn several_documents_of_several_kinds_load_into_one_snapshot() {
-        let (snap, errors) = load(GOOD);
-        assert_eq!(errors, []);
-        assert!(snap.ingresses.contains_key("default/hello"));
-        assert!(snap.services.contains_key("default/hello-00001"));
-        assert!(
-            snap.endpoint_slices.contains_key("default/hello-00001-x"),
-            "a missing namespace means default"
-        );
-    }
-
-    #[test]
-    fn a_wrong_type_names_file_object_and_field() {
-        let (_, errors) = load(&GOOD.replace("servicePort: 80,", "servicePort: [80],"));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        let e = errors[0].to_string();
-        assert!(e.starts_with("app.yaml: Ingress default/hello: spec.rules[0].http.paths[0].splits[0].servicePort"), "{e}");
-    }
-
-    #[test]
-    fn an_invalid_ingress_is_reported_with_its_field() {
-        let (_, errors) = load(&GOOD.replace("percent: 100", "percent: 60"));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0]
-                .to_string()
-                .contains("spec.rules[0].http.paths[0].splits: the percentages must add up to 100"),
-            "{}",
-            errors[0]
-        );
-    }
-
-    #[test]
-    fn broken_yaml_and_unknown_objects_are_errors() {
-        let (_, errors) = load("apiVersion: v1\nkind: Service\nmetadata: {name: x\n");
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].object, "document 1");
-        let (_, errors) = load("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n");
-        assert_eq!(
-            errors[0].to_string(),
-            "app.yaml: Deployment /web: unsupported object apps/v1 Deployment"
-        );
-        let (_, errors) = load("kind: Service\nmetadata: {}\n");
-        assert_eq!(errors[0].message, "metadata.name: missing");
-    }
-
-    #[test]
-    fn a_directory_loads_sorted_yaml_files_only() {
-        let dir = std::env::temp_dir().join(format!("knoxy-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("a.yaml"), GOOD).expect("write");
-        std::fs::write(dir.join("notes.txt"), "not yaml: [").expect("write");
-        let snap = load_dir(&dir).expect("loads");
-        assert_eq!(snap.ingresses.len(), 1);
-        std::fs::write(dir.join("b.yml"), "kind: [").expect("write");
-        let errors = load_dir(&dir).expect_err("b.yml is broken");
-        assert!(errors[0].file.ends_with("b.yml"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -445,10 +476,11 @@ pub struct DirWatch {
     pending: Option<(mpsc::Receiver<()>, DirReader, PathBuf)>,
 }
 
-/// Starts watching `dir`, then loads it and returns that first load; `DirWatch::follow`
+/// Starts watching `dir`, then loads it and returns that first load (what parsed, and its
+/// problems: a broken file does not keep the others from being served); `DirWatch::follow`
 /// then reloads after every change. Watching starts before the first read, so no change is
 /// missed between the two.
-pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Result<Snapshot, Vec<FileError>>)> {
+pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Loaded)> {
     use notify::Watcher as _;
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -467,11 +499,11 @@ pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Result<Snapshot, Vec<FileE
 }
 
 impl DirWatch {
-    /// Hands each load after a change to `on_load`, on a thread of its own. A failed load is
-    /// reported as it is: the caller keeps its last good table.
+    /// Hands each load after a change to `on_load`, on a thread of its own; the objects of a
+    /// file with problems are already their last good versions in it.
     pub fn follow(
         &mut self,
-        mut on_load: impl FnMut(Result<Snapshot, Vec<FileError>>) + Send + 'static,
+        mut on_load: impl FnMut(Loaded) + Send + 'static,
     ) -> std::io::Result<()> {
         let Some((rx, mut reader, dir)) = self.pending.take() else {
             return Ok(());
@@ -490,145 +522,6 @@ impl DirWatch {
 }
 
 #[cfg(test)]
-mod watch_tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn changes_are_loaded_and_failures_reported_without_stopping_the_watch() {
-        let dir = std::env::temp_dir().join(format!("knoxy-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let (tx, rx) = mpsc::channel();
-        let count =
-            |r: Result<Snapshot, Vec<FileError>>| r.map(|s| s.services.len()).map_err(|e| e.len());
-        let (mut watch, first) = watch(&dir).expect("watch starts");
-        assert_eq!(
-            count(first),
-            Ok(0),
-            "the first load is the directory as it is"
-        );
-        watch
-            .follow(move |r| {
-                let _ = tx.send(count(r));
-            })
-            .expect("follows");
-        let next = || {
-            rx.recv_timeout(Duration::from_secs(10))
-                .expect("a load within 10 s")
-        };
-
-        let service =
-            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
-        std::fs::write(dir.join("a.yaml"), service).expect("write");
-        let mut got = next();
-        while got != Ok(1) {
-            got = next();
-        }
-        std::fs::write(dir.join("b.yaml"), "kind: [").expect("write");
-        let mut got = next();
-        while got == Ok(1) {
-            got = next();
-        }
-        assert_eq!(got, Err(1), "the broken file is reported");
-        std::fs::remove_file(dir.join("b.yaml")).expect("remove");
-        let mut got = next();
-        while got != Ok(1) {
-            got = next();
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
+mod props;
 #[cfg(test)]
-mod reader_tests {
-    use super::*;
-
-    #[test]
-    fn a_rereading_reader_sees_changes_additions_and_removals() {
-        let dir = std::env::temp_dir().join(format!("knoxy-reader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let svc = |name: &str, port: u16| {
-            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
-        };
-        std::fs::write(dir.join("a.yaml"), svc("a", 80)).expect("write");
-        let mut reader = DirReader::default();
-        let ports = |snap: &Snapshot| {
-            snap.services
-                .values()
-                .map(|s| s.spec.ports[0].port)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ports(&reader.read(&dir).expect("loads")), [80]);
-        std::fs::write(dir.join("b.yaml"), svc("b", 81)).expect("write");
-        assert_eq!(ports(&reader.read(&dir).expect("loads")), [80, 81]);
-        // Same length, new content: the inode or the modification time tells it changed.
-        let tmp = dir.join(".a.tmp");
-        std::fs::write(&tmp, svc("a", 90)).expect("write");
-        std::fs::rename(&tmp, dir.join("a.yaml")).expect("rename");
-        assert_eq!(ports(&reader.read(&dir).expect("loads")), [90, 81]);
-        std::fs::remove_file(dir.join("b.yaml")).expect("remove");
-        assert_eq!(ports(&reader.read(&dir).expect("loads")), [90]);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-#[cfg(test)]
-mod document_tests {
-    use super::*;
-
-    #[test]
-    fn documents_split_at_their_markers_and_directives_keep_the_file_whole() {
-        assert_eq!(
-            split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3\r\n---\r\n"),
-            Some(vec![
-                "a: 1\n",
-                "---\nb: 2\n",
-                "--- # c\nc: 3\r\n",
-                "---\r\n"
-            ])
-        );
-        assert_eq!(
-            split_documents("---\nkey: |\n  ---\n  text\n"),
-            Some(vec!["---\nkey: |\n  ---\n  text\n"]),
-            "an indented --- is content"
-        );
-        assert_eq!(split_documents(""), Some(vec![]));
-        assert_eq!(split_documents("%YAML 1.2\n---\na: 1\n"), None);
-        assert_eq!(split_documents("a: 1\n...\n---\nb: 2\n"), None);
-    }
-
-    fn service(name: &str, port: u16) -> String {
-        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
-    }
-
-    #[test]
-    fn an_edited_file_reparses_only_the_documents_that_changed() {
-        let dir = std::env::temp_dir().join(format!("knoxy-docs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("all.yaml");
-        let write = |text: &str| {
-            let tmp = dir.join(".all.tmp");
-            std::fs::write(&tmp, text).expect("write");
-            std::fs::rename(&tmp, &file).expect("rename");
-        };
-        write(&(service("a", 80) + &service("b", 81) + &service("c", 82)));
-        let mut reader = DirReader::default();
-        let before = reader.read(&dir).expect("loads");
-        write(&(service("a", 80) + &service("b", 91) + &service("c", 82)));
-        let after = reader.read(&dir).expect("loads");
-        let same = |key: &str| Arc::ptr_eq(&before.services[key], &after.services[key]);
-        assert!(
-            same("default/a") && same("default/c"),
-            "unchanged documents keep their objects"
-        );
-        assert!(!same("default/b"));
-        assert_eq!(after.services["default/b"].spec.ports[0].port, 91);
-
-        // A broken document is reported as the whole file's parse reports it (line included).
-        write(&(service("a", 80) + "---\nkind: [\n" + &service("c", 82)));
-        let errors = reader.read(&dir).expect_err("broken");
-        assert_eq!(errors, load_dir(&dir).expect_err("broken"));
-        assert!(errors[0].message.contains("line"), "{errors:?}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

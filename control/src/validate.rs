@@ -105,8 +105,11 @@ pub fn validate(ingress: &KIngress) -> Result<(), Vec<FieldError>> {
             if splits.is_empty() {
                 err(format!("{at}.splits"), "at least one split is required");
             }
-            let total: i64 = splits.iter().map(|s| s.percent).sum();
-            let balanced = total == 100 || splits.len() == 1 && total == 0;
+            // Checked: percents are input, and their sum may overflow.
+            let total = splits
+                .iter()
+                .try_fold(0i64, |t, s| t.checked_add(s.percent));
+            let balanced = total == Some(100) || splits.len() == 1 && total == Some(0);
             if !splits.is_empty() && !balanced {
                 err(format!("{at}.splits"), "the percentages must add up to 100");
             }
@@ -248,6 +251,14 @@ mod tests {
         assert_eq!(
             fields(&spec(50, 10)),
             ["spec.rules[0].http.paths[0].splits"]
+        );
+        assert_eq!(
+            fields(&spec(i64::MAX, 1)),
+            [
+                "spec.rules[0].http.paths[0].splits",
+                "spec.rules[0].http.paths[0].splits[0].percent"
+            ],
+            "a sum that overflows is no sum of 100"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
-//! `/ready` (a route table is loaded and no SIGTERM came: 503 while draining) and `/status` (JSON: each KIngress of our class with
-//! whether it is served and its probe hash, or why not; what a controller writes to status).
+//! `/ready` (a route table is loaded and no SIGTERM came: 503 while draining) and `/status`
+//! (JSON: each KIngress of our class with whether it is served and its probe hash, or why
+//! not; what a controller writes to status; and the problems of the configuration files,
+//! each with its file, document and object).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -16,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use knoxy_control::derive::IngressStatus;
+use knoxy_control::files::FileError;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -30,11 +33,13 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
 }
 
-/// The statuses of the table being served, and its generation (1 for the first table).
+/// The statuses of the table being served, its generation (1 for the first table), and the
+/// problems of the files it was loaded from.
 #[derive(Debug, Default)]
 pub struct Status {
     pub generation: u64,
     pub ingresses: BTreeMap<String, IngressStatus>,
+    pub errors: Vec<FileError>,
 }
 
 impl Admin {
@@ -101,8 +106,10 @@ fn status_json(status: &Status) -> String {
         .map(|(key, s)| {
             let entry = match s {
                 IngressStatus::Ready { hash } => json!({"ready": true, "hash": &**hash}),
-                IngressStatus::Invalid(errors) => json!({"ready": false, "reason": "Invalid",
-                    "message": errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")}),
+                // Served while invalid: its last valid version still is.
+                IngressStatus::Invalid { errors, serving } => json!({"ready": false, "reason": "Invalid",
+                    "message": errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    "serving": serving.as_deref()}),
                 IngressStatus::NotReady { reason, message } => {
                     json!({"ready": false, "reason": reason, "message": message})
                 }
@@ -112,5 +119,54 @@ fn status_json(status: &Status) -> String {
             (key.clone(), entry)
         })
         .collect();
-    json!({"generation": status.generation, "ingresses": ingresses}).to_string() + "\n"
+    let errors: Vec<Value> = status
+        .errors
+        .iter()
+        .map(|e| {
+            json!({"file": e.file.display().to_string(), "document": e.document,
+                "object": e.object, "message": e.message})
+        })
+        .collect();
+    json!({"generation": status.generation, "ingresses": ingresses, "errors": errors}).to_string()
+        + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knoxy_control::validate::FieldError;
+
+    #[test]
+    fn status_shows_what_an_invalid_ingress_still_serves_and_the_file_errors() {
+        let status = Status {
+            generation: 3,
+            ingresses: BTreeMap::from([(
+                "default/x".to_owned(),
+                IngressStatus::Invalid {
+                    errors: vec![FieldError {
+                        field: "spec.rules[0].http.paths[0].splits[0].percent".into(),
+                        problem: "must be between 0 and 100".into(),
+                    }],
+                    serving: Some("abc".into()),
+                },
+            )]),
+            errors: vec![FileError {
+                file: "/config/y.yaml".into(),
+                document: Some(2),
+                object: Some("Service default/b".into()),
+                message: "spec.ports[0].port: invalid type".into(),
+            }],
+        };
+        let json: Value = serde_json::from_str(&status_json(&status)).expect("JSON");
+        assert_eq!(
+            json["ingresses"]["default/x"],
+            json!({"ready": false, "reason": "Invalid", "serving": "abc",
+                "message": "spec.rules[0].http.paths[0].splits[0].percent: must be between 0 and 100"})
+        );
+        assert_eq!(
+            json["errors"],
+            json!([{"file": "/config/y.yaml", "document": 2, "object": "Service default/b",
+                "message": "spec.ports[0].port: invalid type"}])
+        );
+    }
 }

@@ -29,6 +29,9 @@
 //! Reloads: the directory is watched; only changed files (and in them, changed documents)
 //! are parsed again, and only KIngresses whose object or inputs changed are translated
 //! again (`knoxy_control::derive::Deriver`), so a 10,000-ingress table swaps in tens of ms.
+//! A broken file or document holds back only its own objects (their last good versions stay
+//! served, and the problem is logged and listed on `/status`); an invalid KIngress keeps its
+//! last valid version served.
 //! Upstream connections are pooled per endpoint (`knoxy-upstream`, shared with knoxy-queue),
 //! and the pools live with the table that names their endpoints (`upstreams::Served`).
 //!
@@ -121,17 +124,11 @@ fn main() -> ExitCode {
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
         status: Arc::default(),
     });
-    // The first load must succeed; later failures keep the last good table.
+    // A broken file holds back only its own objects, on the first load as on later ones.
     let mut watch = match files::watch(&args.config_dir) {
-        Ok((watch, Ok(snap))) => {
-            tables.install(&snap, Instant::now());
+        Ok((watch, loaded)) => {
+            tables.load(loaded, Instant::now());
             watch
-        }
-        Ok((_, Err(errors))) => {
-            for e in errors {
-                eprintln!("knoxy: {e}");
-            }
-            return ExitCode::from(65);
         }
         Err(e) => {
             eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
@@ -139,16 +136,11 @@ fn main() -> ExitCode {
         }
     };
     let watched = Arc::clone(&tables);
-    let followed = watch.follow(move |loaded| match loaded {
-        Ok(snap) => {
-            watched.install(&snap, Instant::now());
+    let followed = watch.follow(move |loaded| {
+        let clean = loaded.errors.is_empty();
+        watched.load(loaded, Instant::now());
+        if clean {
             eprintln!("knoxy: configuration loaded");
-        }
-        Err(errors) => {
-            watched.metrics.table_load_failures.inc();
-            for e in errors {
-                eprintln!("knoxy: {e} (keeping the last good configuration)");
-            }
         }
     });
     if let Err(e) = followed {
@@ -244,8 +236,20 @@ fn main() -> ExitCode {
 }
 
 impl Tables {
+    /// Installs a load, then reports its problems (the reader kept the last good version of
+    /// each object they hide).
+    fn load(&self, loaded: files::Loaded, started: Instant) {
+        self.install(&loaded.snapshot, loaded.errors.clone(), started);
+        if !loaded.errors.is_empty() {
+            self.metrics.table_load_failures.inc();
+        }
+        for e in loaded.errors {
+            eprintln!("knoxy: {e} (keeping the last good version of its objects)");
+        }
+    }
+
     /// Derives the table from a loaded snapshot and swaps routes and certificates in.
-    fn install(&self, snap: &Snapshot, started: Instant) {
+    fn install(&self, snap: &Snapshot, errors: Vec<files::FileError>, started: Instant) {
         let derived = self.deriver.lock().derive(snap);
         let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
         self.certs.store(Arc::new(certs));
@@ -256,20 +260,32 @@ impl Tables {
             .table_load_seconds
             .set(started.elapsed().as_secs_f64());
         // The new table is live; what follows does not delay it.
-        let mut served = 0;
+        let mut count = 0;
         for (key, status) in &derived.status {
             match status {
-                IngressStatus::Ready { .. } => served += 1,
+                IngressStatus::Ready { .. } => count += 1,
+                IngressStatus::Invalid {
+                    errors,
+                    serving: Some(hash),
+                } => {
+                    count += 1;
+                    let errors: Vec<_> = errors.iter().map(ToString::to_string).collect();
+                    eprintln!(
+                        "knoxy: KIngress {key} is invalid ({}); its last valid version ({hash}) is still served",
+                        errors.join("; ")
+                    );
+                }
                 other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
             }
         }
         for p in problems {
             eprintln!("knoxy: {p}");
         }
-        self.metrics.table_ingresses.set(served);
+        self.metrics.table_ingresses.set(count);
         self.status.store(Arc::new(admin::Status {
             generation: self.metrics.table_generation.get(),
             ingresses: derived.status,
+            errors,
         }));
     }
 }

@@ -95,7 +95,7 @@ async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
     dir.write("c.yaml", "apiVersion: v1\nkind: [broken\n");
     assert!(
         gw.wait_for_output(
-            "keeping the last good configuration",
+            "keeping the last good version of its objects",
             Duration::from_secs(10)
         ),
         "{}",

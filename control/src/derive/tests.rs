@@ -485,7 +485,11 @@ fn invalid_ingresses_report_their_fields_and_are_not_served() {
         ),
         &DeriveConfig::default(),
     );
-    let IngressStatus::Invalid(errors) = &out.status["default/hello"] else {
+    let IngressStatus::Invalid {
+        errors,
+        serving: None,
+    } = &out.status["default/hello"]
+    else {
         panic!("{:?}", out.status)
     };
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -578,9 +582,12 @@ fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
         ],
     );
     let mut deriver = Deriver::new(DeriveConfig::default());
+    let mut previous = Derived::default();
     let mut check = |snap: &Snapshot, step: &str| {
         let remembered = deriver.derive(snap);
-        assert_eq!(remembered, derive(snap, &DeriveConfig::default()), "{step}");
+        let pure = derive_after(&previous.last_valid, snap, &DeriveConfig::default());
+        assert_eq!(remembered, pure, "{step}");
+        previous = pure;
         remembered
     };
     let first = check(&snap, "first");
@@ -653,4 +660,390 @@ fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
         .expect("a Secret");
     snap.secrets.insert(secret.metadata.key(), Arc::new(secret));
     check(&snap, "t's secret arrives");
+
+    let mut broken = on("a", "a3.example.com", "rev-a");
+    broken.spec.http_option = "Sometimes".into();
+    snap.ingresses
+        .insert("default/a".into(), Arc::new(broken.clone()));
+    let out = check(&snap, "a turns invalid");
+    assert!(
+        out.table.public.find("a2.example.com").is_some(),
+        "the last valid a is served"
+    );
+    let (_, moved) = revision("rev-b", false, &["10.0.0.7"]);
+    snap.endpoint_slices
+        .insert(moved.metadata.key(), Arc::new(moved));
+    let out = check(&snap, "the last valid a's backend moves");
+    assert!(
+        addrs(&only_route(&out.table.public, "a2.example.com").splits[0])
+            .contains(&"10.0.0.7:8012".to_owned())
+    );
+    broken.spec.rules.clear();
+    snap.ingresses
+        .insert("default/a".into(), Arc::new(broken.clone()));
+    check(&snap, "a is invalid in another way");
+    snap.ingresses.remove("default/a");
+    check(&snap, "a is deleted");
+    snap.ingresses.insert("default/a".into(), Arc::new(broken));
+    let out = check(&snap, "a comes back invalid");
+    assert!(out.table.public.find("a2.example.com").is_none());
+    snap.ingresses.insert(
+        "default/a".into(),
+        Arc::new(on("a", "a4.example.com", "rev-a")),
+    );
+    check(&snap, "a is valid again");
+}
+
+/// A KIngress on `host`, created at `created` (None: no timestamp, as in most files).
+fn claiming(name: &str, host: &str, created: Option<&str>) -> KIngress {
+    let mut ing = ingress(
+        "default",
+        name,
+        json!({"rules": [rule(&[host], "ExternalIP", json!([{"splits": [split("hello-00001", json!(80), 100)]}]))]}),
+    );
+    ing.metadata.creation_timestamp = created.map(str::to_owned);
+    ing
+}
+
+#[test]
+fn the_oldest_ingress_keeps_a_contested_host() {
+    struct Case {
+        name: &'static str,
+        objects: Vec<(&'static str, Option<&'static str>)>,
+        winner: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "older by timestamp wins over an earlier name",
+            objects: vec![
+                ("a", Some("2024-05-02T00:00:00Z")),
+                ("b", Some("2024-05-01T00:00:00Z")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "the same timestamp falls back to namespace/name",
+            objects: vec![
+                ("b", Some("2024-05-01T00:00:00Z")),
+                ("a", Some("2024-05-01T00:00:00Z")),
+            ],
+            winner: "a",
+        },
+        Case {
+            name: "no timestamp sorts after any timestamp",
+            objects: vec![("a", None), ("z", Some("2030-01-01T00:00:00Z"))],
+            winner: "z",
+        },
+        Case {
+            name: "an unreadable timestamp counts as none",
+            objects: vec![
+                ("a", Some("yesterday")),
+                ("z", Some("2030-01-01T00:00:00Z")),
+            ],
+            winner: "z",
+        },
+        Case {
+            name: "offsets compare as instants, not as text",
+            objects: vec![
+                ("a", Some("2024-05-01T10:00:00Z")),
+                ("b", Some("2024-05-01T11:00:00+02:00")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "fractions of a second count",
+            objects: vec![
+                ("a", Some("2024-05-01T10:00:00.5Z")),
+                ("b", Some("2024-05-01T10:00:00.25Z")),
+            ],
+            winner: "b",
+        },
+        Case {
+            name: "without timestamps, namespace/name decides",
+            objects: vec![("b", None), ("a", None), ("c", None)],
+            winner: "a",
+        },
+    ];
+    for c in cases {
+        let objects = c
+            .objects
+            .iter()
+            .map(|(name, ts)| claiming(name, "same.example.com", *ts))
+            .collect();
+        let out = derive(
+            &snapshot(objects, vec![revision("hello-00001", false, &["10.0.0.1"])]),
+            &DeriveConfig::default(),
+        );
+        assert_eq!(
+            &*only_route(&out.table.public, "same.example.com").ingress,
+            format!("default/{}", c.winner),
+            "case: {}",
+            c.name
+        );
+        for (name, _) in &c.objects {
+            let want_ready = *name == c.winner;
+            let status = &out.status[&format!("default/{name}")];
+            assert_eq!(
+                matches!(status, IngressStatus::Ready { .. }),
+                want_ready,
+                "case: {}: {name} is {status:?}",
+                c.name
+            );
+            if !want_ready {
+                assert_eq!(
+                    status,
+                    &IngressStatus::Conflict {
+                        host: "same.example.com".into()
+                    },
+                    "case: {}",
+                    c.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_newly_created_ingress_never_takes_a_live_host() {
+    let revisions = || vec![revision("hello-00001", false, &["10.0.0.1"])];
+    let live = claiming("z-live", "same.example.com", Some("2024-05-01T00:00:00Z"));
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    let before = deriver.derive(&snapshot(vec![live.clone()], revisions()));
+    assert!(matches!(
+        before.status["default/z-live"],
+        IngressStatus::Ready { .. }
+    ));
+    // The newcomer's name sorts first, and it arrives first: only its age counts.
+    let newcomer = claiming("a-new", "same.example.com", Some("2024-05-01T00:00:01Z"));
+    let after = deriver.derive(&snapshot(vec![newcomer, live], revisions()));
+    assert_eq!(
+        &*only_route(&after.table.public, "same.example.com").ingress,
+        "default/z-live"
+    );
+    assert_eq!(
+        after.status["default/a-new"],
+        IngressStatus::Conflict {
+            host: "same.example.com".into()
+        }
+    );
+}
+
+/// `host` served by revision `rev` (at 100%).
+fn on_host(name: &str, host: &str, rev: &str) -> KIngress {
+    ingress(
+        "default",
+        name,
+        json!({"rules": [rule(&[host], "ExternalIP", json!([{"splits": [split(rev, json!(80), 100)]}]))]}),
+    )
+}
+
+/// Splits of `percent` and `100 - percent`: invalid when `percent` is out of 0..=100.
+fn split_at(name: &str, host: &str, percent: i64) -> KIngress {
+    ingress(
+        "default",
+        name,
+        json!({"rules": [rule(&[host], "ExternalIP", json!([{"splits": [
+            split("rev-a", json!(80), percent), split("rev-b", json!(80), 100 - percent)]}]))]}),
+    )
+}
+
+fn two_revisions() -> Vec<(Service, EndpointSlice)> {
+    vec![
+        revision("rev-a", false, &["10.0.0.1"]),
+        revision("rev-b", false, &["10.0.0.2"]),
+    ]
+}
+
+#[test]
+fn an_invalid_edit_keeps_serving_the_last_valid_version_and_says_why() {
+    struct Case {
+        name: &'static str,
+        /// The versions of `default/x`, applied one after the other.
+        versions: Vec<KIngress>,
+        /// The splits' percents served on the host of the last valid version, if any.
+        served: Option<(&'static str, Vec<u32>)>,
+        /// The field named by the last version's error.
+        field: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "a percent out of range",
+            versions: vec![
+                split_at("x", "x.example.com", 30),
+                split_at("x", "x.example.com", 130),
+            ],
+            served: Some(("x.example.com", vec![30, 70])),
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+        Case {
+            name: "the invalid edit also moves the host: the old host stays",
+            versions: vec![
+                split_at("x", "x.example.com", 30),
+                split_at("x", "y.example.com", -5),
+            ],
+            served: Some(("x.example.com", vec![30, 70])),
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+        Case {
+            name: "two invalid edits in a row fall back to the same version",
+            versions: vec![
+                split_at("x", "x.example.com", 40),
+                split_at("x", "x.example.com", 140),
+                split_at("x", "x.example.com", 150),
+            ],
+            served: Some(("x.example.com", vec![40, 60])),
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+        Case {
+            name: "the last valid version, not the first",
+            versions: vec![
+                split_at("x", "x.example.com", 10),
+                split_at("x", "x.example.com", 20),
+                split_at("x", "x.example.com", 120),
+            ],
+            served: Some(("x.example.com", vec![20, 80])),
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+        Case {
+            name: "a KIngress that was never valid is not served",
+            versions: vec![
+                split_at("x", "x.example.com", 120),
+                split_at("x", "x.example.com", 130),
+            ],
+            served: None,
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+        Case {
+            name: "a last valid version that was never ready serves nothing",
+            versions: vec![
+                on_host("x", "x.example.com", "rev-missing"),
+                split_at("x", "x.example.com", 120),
+            ],
+            served: None,
+            field: "spec.rules[0].http.paths[0].splits[0].percent",
+        },
+    ];
+    for c in cases {
+        let mut deriver = Deriver::new(DeriveConfig::default());
+        let mut out = Derived::default();
+        for version in &c.versions {
+            out = deriver.derive(&snapshot(vec![version.clone()], two_revisions()));
+        }
+        let IngressStatus::Invalid { errors, serving } = &out.status["default/x"] else {
+            panic!("case: {}: {:?}", c.name, out.status)
+        };
+        assert!(
+            errors.iter().any(|e| e.field == c.field),
+            "case: {}: {errors:?}",
+            c.name
+        );
+        match &c.served {
+            Some((host, percents)) => {
+                let route = only_route(&out.table.public, host);
+                assert_eq!(
+                    route.splits.iter().map(|s| s.percent).collect::<Vec<_>>(),
+                    *percents,
+                    "case: {}",
+                    c.name
+                );
+                assert_eq!(
+                    serving.as_ref(),
+                    Some(&route.probe_hash),
+                    "case: {}",
+                    c.name
+                );
+            }
+            None => {
+                assert_eq!(serving, &None, "case: {}", c.name);
+                assert!(out.table.public.is_empty(), "case: {}", c.name);
+            }
+        }
+        assert_eq!(
+            out.table.public.len(),
+            usize::from(c.served.is_some()),
+            "case: {}: only the last valid host is served",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn an_invalid_ingress_does_not_hold_back_the_others() {
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    deriver.derive(&snapshot(
+        vec![
+            split_at("x", "x.example.com", 30),
+            on_host("y", "y.example.com", "rev-a"),
+        ],
+        two_revisions(),
+    ));
+    let out = deriver.derive(&snapshot(
+        vec![
+            split_at("x", "x.example.com", 300),
+            on_host("y", "y.example.com", "rev-b"),
+            on_host("z", "z.example.com", "rev-a"),
+        ],
+        two_revisions(),
+    ));
+    assert!(matches!(
+        out.status["default/x"],
+        IngressStatus::Invalid {
+            serving: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        addrs(&only_route(&out.table.public, "y.example.com").splits[0]),
+        ["10.0.0.2:8012"],
+        "y's edit is live"
+    );
+    assert!(matches!(
+        out.status["default/z"],
+        IngressStatus::Ready { .. }
+    ));
+}
+
+#[test]
+fn the_pure_derive_remembers_nothing_and_derive_after_remembers_what_it_is_given() {
+    let valid = split_at("x", "x.example.com", 30);
+    let first = derive(
+        &snapshot(vec![valid.clone()], two_revisions()),
+        &DeriveConfig::default(),
+    );
+    assert_eq!(
+        first.last_valid.get("default/x"),
+        Some(&Arc::new(valid)),
+        "the output names what an invalid edit falls back to"
+    );
+    let invalid = snapshot(vec![split_at("x", "x.example.com", 130)], two_revisions());
+    let alone = derive(&invalid, &DeriveConfig::default());
+    assert!(alone.table.public.is_empty());
+    assert!(alone.last_valid.is_empty());
+    let after = derive_after(&first.last_valid, &invalid, &DeriveConfig::default());
+    assert!(after.table.public.find("x.example.com").is_some());
+    assert_eq!(after.last_valid, first.last_valid);
+}
+
+#[test]
+fn a_last_valid_version_keeps_its_host_only_while_it_is_the_oldest() {
+    let mut old = split_at("old", "x.example.com", 30);
+    old.metadata.creation_timestamp = Some("2024-01-01T00:00:00Z".into());
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    deriver.derive(&snapshot(vec![old.clone()], two_revisions()));
+    let mut broken = split_at("old", "x.example.com", 130);
+    broken.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+    let mut newer = on_host("new", "x.example.com", "rev-b");
+    newer.metadata.creation_timestamp = Some("2024-06-01T00:00:00Z".into());
+    let out = deriver.derive(&snapshot(vec![broken, newer], two_revisions()));
+    assert_eq!(
+        &*only_route(&out.table.public, "x.example.com").ingress,
+        "default/old",
+        "an invalid edit does not hand the host to a newer KIngress"
+    );
+    assert_eq!(
+        out.status["default/new"],
+        IngressStatus::Conflict {
+            host: "x.example.com".into()
+        }
+    );
 }
