@@ -5,7 +5,8 @@
 //! are the rules it lets through, plus [`check_version`] for a connection layer that reads
 //! the request line before hyper does.
 
-use http::{header, HeaderValue, Method, Request, StatusCode, Version};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 /// What the server answers itself, instead of passing the request on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,42 @@ pub struct Reject {
     pub body: String,
 }
 
+impl Answer {
+    /// The response, with the body made by `body` from its text; a refusal over HTTP/1 also
+    /// closes the connection, as Go's server does.
+    pub fn into_response<B>(self, h2: bool, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        match self {
+            Answer::ServerOptions => {
+                let mut r = Response::new(body(Bytes::new()));
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                r
+            }
+            Answer::Reject(reject) => reject.into_response(!h2, body),
+        }
+    }
+}
+
 impl Reject {
+    /// `text/plain` with Go's reason phrase in the status line; `close` asks the client to
+    /// open a new connection for its next request.
+    pub fn into_response<B>(self, close: bool, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        let mut r = Response::new(body(Bytes::from(self.body)));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(self.reason.as_bytes()) {
+            r.extensions_mut().insert(reason);
+        }
+        r
+    }
+
     /// Go's `statusError`: `<code> <reason>: <detail>` in the status line and as the body.
     pub fn status_error(status: StatusCode, detail: &str) -> Reject {
         let reason = format!(

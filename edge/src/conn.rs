@@ -74,6 +74,8 @@ impl Closed {
 /// The HTTP engines configured with one set of limits; shared by every connection.
 pub struct Edge {
     limits: Limits,
+    /// The shorter of the header-read and idle timeouts.
+    poll_every: Duration,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -109,7 +111,13 @@ impl Edge {
             .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
             .max_local_error_reset_streams(limits.h2_max_local_error_resets)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-        Edge { limits, h1, h2 }
+        let poll_every = limits.header_read_timeout.min(limits.idle_timeout);
+        Edge {
+            limits,
+            poll_every,
+            h1,
+            h2,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -135,8 +143,8 @@ impl Edge {
         let activity = Arc::new(Activity::new());
         let header_deadline = activity.born + self.limits.header_read_timeout;
         let (io, h2) = match sniff(io, proto, header_deadline, &activity).await {
-            Some(chosen) => chosen,
-            None => return Closed::HeaderTimeout,
+            Ok(chosen) => chosen,
+            Err(closed) => return closed,
         };
         let service = Arc::new(service);
         let tracked = Arc::clone(&activity);
@@ -181,15 +189,13 @@ impl Edge {
             let now = Instant::now();
             let wake = match activity.deadline(&self.limits, h2) {
                 Some((at, why)) if at <= now => return close(conn, h2, why).await,
-                // An idle h1 connection is looked at every header timeout, so that a head
-                // starting meanwhile is caught at its own deadline (without a wakeup per request).
-                Some((at, Closed::IdleTimeout)) if !h2 => {
-                    at.min(now + self.limits.header_read_timeout)
-                }
                 Some((at, _)) => at,
                 // A request is in flight: nothing to time, look again later.
                 None => now + self.limits.idle_timeout,
             };
+            // Requests start and end without waking this timer (no wakeup per request), so it
+            // looks again at least every shorter timeout: a new deadline is then met on time.
+            let wake = wake.min(now + self.poll_every);
             let wake = if draining {
                 wake.min(now + DRAIN_TICK)
             } else {
@@ -234,19 +240,17 @@ where
 // === Helpers ===
 
 /// Reads the first bytes (at most the preface's length) to choose the protocol, by the
-/// header deadline; None if the client closed or was too slow.
+/// header deadline; the client may close first, or be too slow.
 async fn sniff<S: AsyncRead + Unpin>(
     mut io: S,
     proto: Proto,
     deadline: Instant,
     activity: &Arc<Activity>,
-) -> Option<(ClientIo<S>, bool)> {
+) -> Result<(ClientIo<S>, bool), Closed> {
     let mut buf = [0u8; SNIFF_LEN];
     if proto != Proto::Sniff {
-        return Some((
-            ClientIo::new(io, buf, 0, Arc::clone(activity)),
-            proto == Proto::Http2,
-        ));
+        let io = ClientIo::new(io, buf, 0, Arc::clone(activity));
+        return Ok((io, proto == Proto::Http2));
     }
     let mut len = 0;
     let read = async {
@@ -259,15 +263,14 @@ async fn sniff<S: AsyncRead + Unpin>(
         }
         true
     };
-    if !tokio::time::timeout_at(deadline, read)
-        .await
-        .unwrap_or(false)
-    {
-        return None;
+    match tokio::time::timeout_at(deadline, read).await {
+        Err(_) => return Err(Closed::HeaderTimeout),
+        Ok(false) => return Err(Closed::Finished),
+        Ok(true) => {}
     }
     activity.read_some();
     let h2 = buf == *H2_PREFACE;
-    Some((ClientIo::new(io, buf, len, Arc::clone(activity)), h2))
+    Ok((ClientIo::new(io, buf, len, Arc::clone(activity)), h2))
 }
 
 /// Ends a connection a deadline caught: h1 is dropped (closed), h2 gets GOAWAY first.

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use knoxy_control::route::{HostTable, Route, Split, Target};
-use knoxy_edge::{Closed, ConnLimit, Edge, Proto};
+use knoxy_edge::{conform, Closed, ConnLimit, Edge, Proto};
 use knoxy_upstream::{hop, Endpoint, LeasedBody, Upstream};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
@@ -48,10 +48,13 @@ pub enum Listener {
 }
 
 impl Listener {
-    fn label(self) -> &'static str {
-        match self {
-            Listener::Public => "public",
-            Listener::Private => "private",
+    /// The metrics label: the listener's role, and whether it speaks TLS.
+    fn label(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Listener::Public, false) => "public",
+            (Listener::Public, true) => "https",
+            (Listener::Private, false) => "private",
+            (Listener::Private, true) => "private-https",
         }
     }
 }
@@ -70,6 +73,8 @@ struct Matched {
 pub struct Gateway {
     served: Arc<ArcSwap<Served>>,
     listener: Listener,
+    /// The listener's name in metrics and logs.
+    label: &'static str,
     metrics: Arc<Metrics>,
     connections: Arc<Connections>,
     /// Set on the HTTPS listeners.
@@ -111,6 +116,7 @@ impl Gateway {
         Gateway {
             served: Arc::clone(&parts.served),
             listener,
+            label: listener.label(tls.is_some()),
             metrics: Arc::clone(&parts.metrics),
             connections: Arc::clone(&parts.connections),
             tls,
@@ -123,6 +129,10 @@ impl Gateway {
     /// The request path, then the record step: metrics by listener, host, KIngress and code.
     async fn serve(&self, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         let started = std::time::Instant::now();
+        // What an HTTP/1.x server answers itself (no Host, two Hosts, an unknown coding),
+        // judged on the request as sent, before hop-by-hop headers go.
+        let checked = conform::check_request(&req).map_err(GatewayError::Conform);
+        strip_hops(&mut req);
         let id = request_id(&mut req);
         // Only what the access log needs, and only when it is on.
         let logged = self.access_log.then(|| {
@@ -133,13 +143,13 @@ impl Gateway {
             )
         });
         let mut matched = Matched::default();
-        let response = match self.route(conn, req, &mut matched) {
+        let response = match checked.and_then(|()| self.route(conn, req, &mut matched)) {
             Ok(prepared) => self.forward(prepared).await,
             Err(e) => Err(e),
         };
         let response = response
-            .unwrap_or_else(|e| rescue::rescue(&e, &id, matched.host.as_deref().unwrap_or("*")));
-        let listener = self.listener.label();
+            .unwrap_or_else(|e| rescue::rescue(e, &id, matched.host.as_deref().unwrap_or("*")));
+        let listener = self.label;
         let host = matched
             .host
             .as_deref()
@@ -207,9 +217,6 @@ impl Gateway {
                 port: *port,
             },
         };
-        // Hop-by-hop headers go first, so a client's `Connection` cannot name what we add.
-        let tunnel = is_tunnel(&req);
-        hop::strip(req.headers_mut(), tunnel);
         rewrite(&mut req, route, split, conn);
         Ok(Ok(Prepared {
             req,
@@ -237,10 +244,10 @@ impl Gateway {
                 return Err(GatewayError::BadAuthority);
             }
             *req.version_mut() = Version::HTTP_2;
-            (upstream.send_h2(req).await?, None)
+            (upstream.send_h2(req).await.map_err(upstream_error)?, None)
         } else {
             origin_form(&mut req);
-            let (r, lease) = upstream.send_h1(req).await?;
+            let (r, lease) = upstream.send_h1(req).await.map_err(upstream_error)?;
             (r, Some(lease))
         };
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
@@ -252,7 +259,7 @@ impl Gateway {
             let gauge = self
                 .metrics
                 .open_connections
-                .with_label_values(&[self.listener.label()]);
+                .with_label_values(&[self.label]);
             gauge.inc();
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
@@ -277,7 +284,7 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let listener = self.listener.label();
+        let listener = self.label;
         let Some(_permit) = self.conn_limit.try_open() else {
             self.metrics
                 .closed
@@ -354,10 +361,12 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 /// level, then split level, replacing the client's), `override` probes carrying the
 /// KIngress's hash, `rewriteHost`, and `X-Forwarded-For`/`-Proto` as Envoy's gateways send.
 fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Conn) {
-    let h2 = req.version() == Version::HTTP_2;
-    let authority = h2
-        .then(|| req.uri().authority())
-        .flatten()
+    // The host routed on is the Host the upstream sees (from an h2 `:authority` or an
+    // absolute-form target when that was it).
+    let authority = req
+        .uri()
+        .authority()
+        .filter(|a| host_of(req) == a.as_str())
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
     headers.remove(K_KUBELET_PROBE);
@@ -369,12 +378,14 @@ fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Con
             headers.insert(K_NETWORK_HASH, v);
         }
     }
-    if let Some(h) = &route.rewrite_host {
-        headers.insert(header::HOST, h.clone());
-    }
-    if let (Some(a), false) = (authority, headers.contains_key(header::HOST)) {
-        // An h2 request carries its host in :authority; keep it for an HTTP/1.1 upstream.
-        headers.insert(header::HOST, a);
+    match (&route.rewrite_host, authority) {
+        (Some(h), _) => {
+            headers.insert(header::HOST, h.clone());
+        }
+        (None, Some(a)) => {
+            headers.insert(header::HOST, a);
+        }
+        (None, None) => {}
     }
     if let Some(ip) = &conn.client_ip {
         append_forwarded_for(headers, ip);
@@ -420,6 +431,29 @@ fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
     req.headers_mut().insert(X_REQUEST_ID, value.clone());
     value
+}
+
+/// Hop-by-hop headers go before anything is added, so a client's `Connection` cannot name
+/// what the gateway adds; nor can it take away the Host the request is routed by.
+fn strip_hops(req: &mut Request<Incoming>) {
+    let tunnel = is_tunnel(req);
+    let host = req
+        .headers()
+        .contains_key(header::CONNECTION)
+        .then(|| req.headers().get(header::HOST).cloned())
+        .flatten();
+    hop::strip(req.headers_mut(), tunnel);
+    if let Some(host) = host {
+        req.headers_mut().entry(header::HOST).or_insert(host);
+    }
+}
+
+/// A failed exchange is the client's fault when its own body broke.
+fn upstream_error(e: knoxy_upstream::UpstreamError) -> GatewayError {
+    match e.client_body_fault() {
+        Some(detail) => GatewayError::ClientBody(detail),
+        None => GatewayError::Upstream(e),
+    }
 }
 
 /// An HTTP/1 request that asks to switch protocols end to end (an h2c upgrade is a hop).
@@ -502,12 +536,22 @@ fn absolute_form(req: &mut Request<Incoming>) -> bool {
     }
 }
 
+/// The request's host. HTTP/1.1: an absolute-form target's authority (RFC 9112 §3.2.2),
+/// else Host. h2: a Host the client set beside `:authority` is the virtual host it meant
+/// (as hyper-based clients send it), else `:authority`.
 fn host_of<B>(req: &Request<B>) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
+    let host = || {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    };
+    let authority = || req.uri().authority().map(|a| a.as_str());
+    let found = if req.version() == Version::HTTP_2 {
+        host().or_else(authority)
+    } else {
+        authority().or_else(host)
+    };
+    found.unwrap_or("")
 }
 
 fn empty() -> Body {

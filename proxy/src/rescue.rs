@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use knoxy_edge::conform::Answer;
 use knoxy_upstream::UpstreamError;
 
 use crate::gateway::Body;
@@ -25,6 +26,12 @@ pub enum GatewayError {
     BadAuthority,
     #[error("upstream {0}")]
     Upstream(#[from] UpstreamError),
+    /// The request breaks HTTP/1.x's rules (or is `OPTIONS *`, answered here).
+    #[error("refused: {0:?}")]
+    Conform(Answer),
+    /// The client's request body broke mid-way (a bad chunk, a short body).
+    #[error("client body: {0}")]
+    ClientBody(&'static str),
 }
 
 impl GatewayError {
@@ -32,7 +39,9 @@ impl GatewayError {
         match self {
             GatewayError::UnknownHost | GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::NoSplit | GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::BadAuthority => StatusCode::BAD_REQUEST,
+            GatewayError::BadAuthority | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Conform(Answer::Reject(r)) => r.status,
+            GatewayError::Conform(Answer::ServerOptions) => StatusCode::OK,
             GatewayError::Upstream(UpstreamError::DialTimeout { .. }) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -47,6 +56,8 @@ impl GatewayError {
             GatewayError::NoRoute => "no route\n",
             GatewayError::NoSplit | GatewayError::NoEndpoints => "no healthy upstream\n",
             GatewayError::BadAuthority => "bad host\n",
+            GatewayError::ClientBody(detail) => detail,
+            GatewayError::Conform(_) => "",
             GatewayError::Upstream(UpstreamError::DialTimeout { .. }) => {
                 "upstream connect timeout\n"
             }
@@ -57,7 +68,10 @@ impl GatewayError {
 }
 
 /// The response for `error`; server-side failures are logged with `request_id` and `host`.
-pub fn rescue(error: &GatewayError, request_id: &HeaderValue, host: &str) -> Response<Body> {
+pub fn rescue(error: GatewayError, request_id: &HeaderValue, host: &str) -> Response<Body> {
+    if let GatewayError::Conform(answer) = error {
+        return answer.into_response(false, full);
+    }
     let status = error.status();
     if status.is_server_error() {
         eprintln!(
@@ -65,15 +79,18 @@ pub fn rescue(error: &GatewayError, request_id: &HeaderValue, host: &str) -> Res
             String::from_utf8_lossy(request_id.as_bytes())
         );
     }
-    text(status, error.public_body())
+    let mut response = text(status, error.public_body());
+    if let GatewayError::ClientBody(_) = error {
+        // The request's framing is broken: nothing after it on this connection can be read.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -100,6 +117,12 @@ pub fn redirect(host: &str, uri: &Uri) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 #[cfg(test)]

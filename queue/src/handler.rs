@@ -22,7 +22,7 @@ use crate::readiness::Readiness;
 use crate::requestlog::{Entry, RequestLog};
 use crate::stats::{InFlight, Stats};
 use crate::usermetrics::{Record, UserMetrics};
-use knoxy_edge::conform::{self, Answer, Reject};
+use knoxy_edge::conform::{self, Reject};
 use knoxy_upstream::{Lease, Upstream};
 
 // === Types ===
@@ -90,10 +90,7 @@ impl Handler {
     pub async fn serve(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         // Go's server answers these before any handler: no log, stats or probe sees them.
         if let Err(answer) = conform::check_request(&req) {
-            return match answer {
-                Answer::ServerOptions => server_options(),
-                Answer::Reject(r) => reject(&r, true),
-            };
+            return answer.into_response(req.version() == Version::HTTP_2, Body::full);
         }
         let scan = Scan::of(req.headers());
         let log = self
@@ -225,7 +222,7 @@ impl Handler {
             Err(e) => {
                 return guard.respond(match client_body_error(&e) {
                     // The client's body broke (a bad chunk, a reset): its fault, not the app's.
-                    Some(r) => reject(&r, !h2),
+                    Some(r) => r.into_response(!h2, Body::full),
                     None => go_error(StatusCode::BAD_GATEWAY, &format!("{e}\n")),
                 });
             }
@@ -390,33 +387,6 @@ pub fn go_error(code: StatusCode, body: &str) -> Response<Body> {
 
 /// A refusal as Go's server writes one: the detail in the status line and the body, text,
 /// and (HTTP/1) `Connection: close`.
-fn reject(r: &Reject, close: bool) -> Response<Body> {
-    let mut response = Response::new(Body::full(r.body.clone()));
-    *response.status_mut() = r.status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if close {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(r.reason.as_bytes()) {
-        response.extensions_mut().insert(reason);
-    }
-    response
-}
-
-/// `OPTIONS *`: 200 with `Content-Length: 0`, as Go's `globalOptionsHandler`.
-fn server_options() -> Response<Body> {
-    let mut response = status(StatusCode::OK);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    response
-}
-
 pub fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = code;

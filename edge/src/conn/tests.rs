@@ -164,7 +164,7 @@ async fn part_of_the_h2_preface_then_eof_ends_the_connection_at_once() {
     client.shutdown().await.expect("eof");
     drop(client);
     let (closed, took) = ended(task).await;
-    assert_eq!(closed, Closed::HeaderTimeout);
+    assert_eq!(closed, Closed::Finished);
     assert_eq!(took, Duration::ZERO, "no waiting, no polling after EOF");
 }
 
@@ -196,4 +196,23 @@ async fn an_h2c_connection_is_served_and_idles_out() {
 fn serve_is_send(edge: &'static Edge, io: DuplexStream) {
     fn send<T: Send>(_: T) {}
     send(edge.serve(io, Proto::Sniff, answer, std::future::pending::<()>()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_shorter_than_the_header_timeout_is_met() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(async move {
+        let edge = Edge::new(Limits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        });
+        edge.serve(server, Proto::Sniff, answer, std::future::pending())
+            .await
+    });
+    let mut client = client;
+    get(&mut client, "/").await;
+    let (closed, took) = ended(task).await;
+    assert_eq!(closed, Closed::IdleTimeout);
+    assert_eq!(took, Duration::from_secs(1));
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by several black-box test files (they need tonic, a dev-dependency).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fixture;
+
 use http::uri::PathAndQuery;
 use knoxy_tests::grpc::{PingReply, PingRequest};
 use knoxy_tests::within;
