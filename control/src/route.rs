@@ -170,9 +170,10 @@ impl VirtualHost {
 impl Route {
     /// Picks a split for a number in `0..100` (the caller's random draw); percent-0 splits never win.
     pub fn pick(&self, draw: u32) -> Option<&Split> {
-        let mut acc = 0;
+        let mut acc = 0u32;
         self.splits.iter().find(|s| {
-            acc += s.percent;
+            // Saturating: `pick` is public, and percents past 100 must not panic a debug build.
+            acc = acc.saturating_add(s.percent);
             s.percent > 0 && draw < acc
         })
     }
@@ -344,6 +345,41 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 90).count(), 90);
         assert_eq!(picks.iter().filter(|p| **p == 10).count(), 10);
+    }
+
+    /// Found by the property tests: the running total overflowed (a panic in debug builds).
+    #[test]
+    fn percents_past_u32_max_pick_without_overflow() {
+        let split = |percent| Split {
+            percent,
+            backend: Backend::new(Target::Endpoints(vec![]), false),
+            append_headers: vec![],
+        };
+        let route = |percents: &[u32]| Route {
+            ingress: "ns/a".into(),
+            prefix: "/".into(),
+            headers: vec![],
+            append_headers: vec![],
+            rewrite_host: None,
+            splits: percents.iter().copied().map(split).collect(),
+            redirect_https: false,
+            probe_hash: "".into(),
+        };
+        for (percents, draw, picked) in [
+            (&[50, u32::MAX][..], 60, Some(u32::MAX)),
+            (&[50, u32::MAX, 7], 99, Some(u32::MAX)),
+            (&[1 << 31, 1 << 31, 3], 99, Some(1 << 31)),
+            (&[1 << 31, 1 << 31, 3], u32::MAX, None),
+            (&[0, u32::MAX], 0, Some(u32::MAX)),
+            (&[u32::MAX, u32::MAX], u32::MAX - 1, Some(u32::MAX)),
+        ] {
+            let r = route(percents);
+            assert_eq!(
+                r.pick(draw).map(|s| s.percent),
+                picked,
+                "{percents:?}, draw {draw}"
+            );
+        }
     }
 
     #[test]
