@@ -92,14 +92,16 @@ pub struct Cert {
 // === Lookup ===
 
 impl HostTable {
-    /// The virtual host for a `Host` header, port and trailing dot ignored, case-insensitive.
+    /// The virtual host for a `Host` header, port and one trailing dot ignored, case-insensitive.
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
         self.find_named(host).map(|(_, vhost)| vhost)
     }
 
     /// `find`, with the configured name that matched (None: a rule without hosts matched).
     pub fn find_named(&self, host: &str) -> Option<(Option<&Arc<str>>, &VirtualHost)> {
-        let name = strip_port(host).trim_end_matches('.');
+        // One dot: `a.example.com.` is the FQDN of `a.example.com`; `a.example.com..` is no name.
+        let name = strip_port(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
         let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get_key_value(name.to_ascii_lowercase().as_str())
         } else {
@@ -248,6 +250,9 @@ fn strip_port(host: &str) -> &str {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -265,6 +270,14 @@ mod tests {
             assert!(t.find(h).is_some(), "{h}");
         }
         assert!(t.find("other.example.com").is_none());
+        // Found by the property tests: every trailing dot went, not one.
+        for h in [
+            "hello.example.com..",
+            "hello.example.com..:80",
+            "hello.example.com:80.",
+        ] {
+            assert!(t.find(h).is_none(), "{h}");
+        }
         let named = t
             .find_named("HELLO.example.com:80")
             .and_then(|(name, _)| name);
