@@ -92,14 +92,16 @@ pub struct Cert {
 // === Lookup ===
 
 impl HostTable {
-    /// The virtual host for a `Host` header, port and trailing dot ignored, case-insensitive.
+    /// The virtual host for a `Host` header, port and one trailing dot ignored, case-insensitive.
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
         self.find_named(host).map(|(_, vhost)| vhost)
     }
 
     /// `find`, with the configured name that matched (None: a rule without hosts matched).
     pub fn find_named(&self, host: &str) -> Option<(Option<&Arc<str>>, &VirtualHost)> {
-        let name = strip_port(host).trim_end_matches('.');
+        // One dot: `a.example.com.` is the FQDN of `a.example.com`; `a.example.com..` is no name.
+        let name = strip_port(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
         let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get_key_value(name.to_ascii_lowercase().as_str())
         } else {
@@ -170,9 +172,10 @@ impl VirtualHost {
 impl Route {
     /// Picks a split for a number in `0..100` (the caller's random draw); percent-0 splits never win.
     pub fn pick(&self, draw: u32) -> Option<&Split> {
-        let mut acc = 0;
+        let mut acc = 0u32;
         self.splits.iter().find(|s| {
-            acc += s.percent;
+            // Saturating: `pick` is public, and percents past 100 must not panic a debug build.
+            acc = acc.saturating_add(s.percent);
             s.percent > 0 && draw < acc
         })
     }
@@ -247,6 +250,9 @@ fn strip_port(host: &str) -> &str {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -264,6 +270,14 @@ mod tests {
             assert!(t.find(h).is_some(), "{h}");
         }
         assert!(t.find("other.example.com").is_none());
+        // Found by the property tests: every trailing dot went, not one.
+        for h in [
+            "hello.example.com..",
+            "hello.example.com..:80",
+            "hello.example.com:80.",
+        ] {
+            assert!(t.find(h).is_none(), "{h}");
+        }
         let named = t
             .find_named("HELLO.example.com:80")
             .and_then(|(name, _)| name);
@@ -344,6 +358,41 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 90).count(), 90);
         assert_eq!(picks.iter().filter(|p| **p == 10).count(), 10);
+    }
+
+    /// Found by the property tests: the running total overflowed (a panic in debug builds).
+    #[test]
+    fn percents_past_u32_max_pick_without_overflow() {
+        let split = |percent| Split {
+            percent,
+            backend: Backend::new(Target::Endpoints(vec![]), false),
+            append_headers: vec![],
+        };
+        let route = |percents: &[u32]| Route {
+            ingress: "ns/a".into(),
+            prefix: "/".into(),
+            headers: vec![],
+            append_headers: vec![],
+            rewrite_host: None,
+            splits: percents.iter().copied().map(split).collect(),
+            redirect_https: false,
+            probe_hash: "".into(),
+        };
+        for (percents, draw, picked) in [
+            (&[50, u32::MAX][..], 60, Some(u32::MAX)),
+            (&[50, u32::MAX, 7], 99, Some(u32::MAX)),
+            (&[1 << 31, 1 << 31, 3], 99, Some(1 << 31)),
+            (&[1 << 31, 1 << 31, 3], u32::MAX, None),
+            (&[0, u32::MAX], 0, Some(u32::MAX)),
+            (&[u32::MAX, u32::MAX], u32::MAX - 1, Some(u32::MAX)),
+        ] {
+            let r = route(percents);
+            assert_eq!(
+                r.pick(draw).map(|s| s.percent),
+                picked,
+                "{percents:?}, draw {draw}"
+            );
+        }
     }
 
     #[test]

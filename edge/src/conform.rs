@@ -183,6 +183,9 @@ pub fn check_version(version: &[u8]) -> Result<(), Reject> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

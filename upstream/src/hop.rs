@@ -57,14 +57,16 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
         return;
     }
     if present[0] {
+        // On bytes: obs-text in one element must not hide the others. Only names present
+        // are parsed into a `HeaderName` (so `Connection: close` allocates nothing), but any
+        // present one goes, `Close:` too (RFC 9110 §7.6.1).
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .flat_map(tokens)
+            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case(b"upgrade")))
+            .filter_map(|t| std::str::from_utf8(t).ok())
+            .filter(|t| headers.contains_key(*t))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in listed {
@@ -91,8 +93,13 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
 pub fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    tokens(v).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The elements of a comma-separated value, whitespace trimmed; on bytes, since a value may
+/// hold obs-text.
+fn tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 fn hop_index(name: &HeaderName) -> Option<usize> {
@@ -109,6 +116,9 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -147,6 +157,49 @@ mod tests {
         ]);
         strip(&mut h, false);
         assert_eq!(names(&h), ["te: trailers", "x-end: kept"]);
+    }
+
+    /// Found by the property tests: an obs-text element made `strip` skip the whole
+    /// `Connection` value, and a header named `Close` outlived `Connection: close`.
+    #[test]
+    fn every_name_connection_lists_goes_whatever_else_the_value_holds() {
+        let obs = |s: &[u8]| HeaderValue::from_bytes(s).unwrap_or_else(|_| unreachable!());
+        for (connection, rest, want) in [
+            (&b"\x80, x-hop"[..], &[][..], &["x-end: kept"][..]),
+            (b"x-hop,\xff\xfe", &[], &["x-end: kept"]),
+            (b"close", &[("close", "1")], &["x-end: kept", "x-hop: 1"]),
+            (
+                b"Close, keep-alive",
+                &[("close", "1"), ("keep-alive", "timeout=5")],
+                &["x-end: kept", "x-hop: 1"],
+            ),
+            (
+                b"x-hop, \xe9",
+                &[("te", "trailers")],
+                &["te: trailers", "x-end: kept"],
+            ),
+        ] {
+            let mut h = map(&[("x-hop", "1"), ("x-end", "kept")]);
+            for (k, v) in rest {
+                h.append(*k, obs(v.as_bytes()));
+            }
+            h.append(header::CONNECTION, obs(connection));
+            strip(&mut h, false);
+            assert_eq!(names(&h), want, "Connection: {connection:?}");
+        }
+
+        let mut te = HeaderMap::new();
+        te.append(header::TE, obs(b"trailers, \xe9"));
+        te.append(header::CONNECTION, obs(b"keep-alive"));
+        strip(&mut te, false);
+        assert_eq!(names(&te), ["te: trailers"]);
+
+        let mut ws = map(&[("upgrade", "websocket")]);
+        ws.append(header::CONNECTION, obs(b"Upgrade, \x80, x-hop"));
+        ws.append("x-hop", obs(b"1"));
+        assert!(is_upgrade(&ws));
+        strip(&mut ws, true);
+        assert_eq!(names(&ws), ["connection: upgrade", "upgrade: websocket"]);
     }
 
     #[test]
