@@ -21,8 +21,8 @@
 //! `--drain-timeout` (30 s). `terminationGracePeriodSeconds` should cover both.
 //!
 //! Zero-downtime upgrade (Pingora's): start the new binary with the same flags plus
-//! `--upgrade`; it waits on `--upgrade-sock` for the listening sockets. Then send SIGQUIT to
-//! the old process: it hands its sockets over, keeps accepting for 5 s (Pingora's close
+//! `--upgrade`; it waits on `--upgrade-sock` for the listening sockets (Pingora waits 5 s).
+//! Within that, send SIGQUIT to the old process: it hands its sockets over, keeps accepting for 5 s (Pingora's close
 //! timeout) while the new one starts serving the same sockets, then drains as above. No
 //! connection is refused: the kernel's accept queue belongs to the socket, not the process.
 //!
@@ -74,7 +74,7 @@ const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
 const DRAIN_TIMEOUT: u64 = 30;
 const UPGRADE_SOCK: &str = "/tmp/knoxy-upgrade.sock";
-/// How many seconds a process started with `--upgrade` waits for the old one's sockets.
+/// How many times, a second apart, the old process tries to hand its sockets to the new one.
 const UPGRADE_WAIT: usize = 30;
 
 struct Args {
