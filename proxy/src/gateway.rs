@@ -61,12 +61,21 @@ impl Listener {
 
 /// What a request matched, for metrics and the access log.
 #[derive(Default)]
-struct Matched {
+pub struct Matched {
     /// The configured host (not the client's spelling): bounded by the table.
-    host: Option<Arc<str>>,
+    pub host: Option<Arc<str>>,
     /// A rule without hosts matched.
-    any_host: bool,
-    ingress: Option<Arc<str>>,
+    pub any_host: bool,
+    pub ingress: Option<Arc<str>>,
+}
+
+impl Matched {
+    /// The `host` label: the configured name, `*` for a rule without hosts, empty for none.
+    pub fn host_label(&self) -> &str {
+        self.host
+            .as_deref()
+            .unwrap_or(if self.any_host { "*" } else { "" })
+    }
 }
 
 /// One listener's app: the served table, the listener's role, the edge's limits.
@@ -150,10 +159,6 @@ impl Gateway {
         let response = response
             .unwrap_or_else(|e| rescue::rescue(e, &id, matched.host.as_deref().unwrap_or("*")));
         let listener = self.label;
-        let host = matched
-            .host
-            .as_deref()
-            .unwrap_or(if matched.any_host { "*" } else { "" });
         let ingress = matched.ingress.as_deref().unwrap_or("");
         if let Some((method, host, uri)) = logged {
             access_log(
@@ -169,14 +174,12 @@ impl Gateway {
                 started.elapsed(),
             );
         }
-        self.metrics
-            .requests
-            .with_label_values(&[listener, host, ingress, response.status().as_str()])
-            .inc();
-        self.metrics
-            .duration
-            .with_label_values(&[listener, host, ingress])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.record(
+            listener,
+            &matched,
+            response.status(),
+            started.elapsed().as_secs_f64(),
+        );
         response
     }
 

@@ -1,10 +1,40 @@
 //! The gateway's Prometheus metrics: requests by listener, KIngress and status code, their
 //! latency to the response head, open connections, and the route table's loads.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::StatusCode;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::gateway::Matched;
+
+/// The request metrics' children one thread has used, by what labels them: prometheus'
+/// `with_label_values` reads a lock every thread shares, so the request path asks it once
+/// per thread and label set. Emptied when a new table is installed, which bounds it by the
+/// labels of one table and releases the names it keeps.
+#[derive(Default)]
+struct Children {
+    generation: u64,
+    by_labels: HashMap<LabelKey, Child, foldhash::fast::RandomState>,
+}
+
+/// Listener, host and KIngress by address (the `Arc`s are kept alive in [`Child`]), and the code.
+type LabelKey = (usize, usize, usize, u16);
+
+struct Child {
+    requests: IntCounter,
+    duration: Histogram,
+    _names: (Option<Arc<str>>, Option<Arc<str>>),
+}
+
+thread_local! {
+    static CHILDREN: RefCell<Children> = RefCell::new(Children::default());
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -88,6 +118,46 @@ impl Metrics {
             table_ingresses,
             table_load_failures,
         })
+    }
+
+    /// Counts a request and its time to the response head, without a lock shared by threads.
+    pub fn record(&self, listener: &'static str, matched: &Matched, status: StatusCode, secs: f64) {
+        let generation = self.table_generation.get();
+        let address = |name: &Option<Arc<str>>| name.as_ref().map_or(0, |n| n.as_ptr() as usize);
+        let host = match (&matched.host, matched.any_host) {
+            (None, true) => 1,
+            (host, _) => address(host),
+        };
+        let key = (
+            listener.as_ptr() as usize,
+            host,
+            address(&matched.ingress),
+            status.as_u16(),
+        );
+        CHILDREN.with_borrow_mut(|children| {
+            if children.generation != generation {
+                children.by_labels.clear();
+                children.generation = generation;
+            }
+            let child = children.by_labels.entry(key).or_insert_with(|| {
+                let (host, ingress) = (
+                    matched.host_label(),
+                    matched.ingress.as_deref().unwrap_or(""),
+                );
+                Child {
+                    requests: self.requests.with_label_values(&[
+                        listener,
+                        host,
+                        ingress,
+                        status.as_str(),
+                    ]),
+                    duration: self.duration.with_label_values(&[listener, host, ingress]),
+                    _names: (matched.host.clone(), matched.ingress.clone()),
+                }
+            });
+            child.requests.inc();
+            child.duration.observe(secs);
+        });
     }
 
     /// Prometheus text exposition of every family.
