@@ -319,11 +319,6 @@ impl ServerApp for Gateway {
                 }
             }
         };
-        let conn = Arc::new(Conn {
-            gateway: Arc::clone(self),
-            client_ip,
-            scheme: HeaderValue::from_static(scheme),
-        });
         let mut shutdown = shutdown.clone();
         // On SIGTERM (Pingora's ShutdownWatch) idle keep-alive connections close at once and
         // busy ones after their in-flight requests.
@@ -336,10 +331,7 @@ impl ServerApp for Gateway {
         };
         // Boxed as `dyn Send`: rustc cannot prove the generic future Send inside async_trait.
         let serving: Pin<Box<dyn Future<Output = Closed> + Send + '_>> =
-            Box::pin(
-                self.edge
-                    .serve(io, proto, move |req| handle(Arc::clone(&conn), req), drain),
-            );
+            Box::pin(self.serve_io(io, proto, client_ip, scheme, drain));
         let closed = serving.await;
         self.metrics
             .closed
@@ -347,6 +339,30 @@ impl ServerApp for Gateway {
             .inc();
         open.dec();
         None
+    }
+}
+
+impl Gateway {
+    /// Serves one accepted (and, on HTTPS, handshaken) client connection until it closes.
+    pub async fn serve_io<S>(
+        self: &Arc<Self>,
+        io: S,
+        proto: Proto,
+        client_ip: Option<HeaderValue>,
+        scheme: &'static str,
+        drain: impl Future<Output = ()>,
+    ) -> Closed
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = Arc::new(Conn {
+            gateway: Arc::clone(self),
+            client_ip,
+            scheme: HeaderValue::from_static(scheme),
+        });
+        self.edge
+            .serve(io, proto, move |req| handle(Arc::clone(&conn), req), drain)
+            .await
     }
 }
 
@@ -562,3 +578,6 @@ fn empty() -> Body {
         .map_err(|never| match never {})
         .boxed_unsync()
 }
+
+#[cfg(test)]
+mod tests;

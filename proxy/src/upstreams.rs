@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use knoxy_control::route::{RouteTable, Target};
-use knoxy_upstream::{Endpoint, Upstream};
+use knoxy_upstream::{Connect, Endpoint, Upstream};
 
 /// Idle HTTP/1.1 connections kept per endpoint (Knative's `MaxIdleConnsPerHost`).
 const MAX_IDLE: usize = 1000;
@@ -21,6 +21,8 @@ type Fast = foldhash::fast::RandomState;
 pub struct Served {
     pub table: RouteTable,
     pools: HashMap<Endpoint, Arc<Upstream>, Fast>,
+    /// How new pools open connections (None: TCP); the in-memory tests plug one in.
+    connector: Option<Arc<dyn Connect>>,
 }
 
 impl Served {
@@ -42,15 +44,26 @@ impl Served {
                 if pools.contains_key(&endpoint) {
                     continue;
                 }
-                let pool = previous
-                    .pools
-                    .get(&endpoint)
-                    .cloned()
-                    .unwrap_or_else(|| Upstream::new(endpoint.clone(), MAX_IDLE));
+                let pool = previous.pools.get(&endpoint).cloned().unwrap_or_else(|| {
+                    Upstream::with_connector(endpoint.clone(), MAX_IDLE, previous.connector.clone())
+                });
                 pools.insert(endpoint, pool);
             }
         }
-        Served { table, pools }
+        Served {
+            table,
+            pools,
+            connector: previous.connector.clone(),
+        }
+    }
+
+    /// An empty table whose pools will open connections with `connector`.
+    #[cfg(test)]
+    pub fn connecting_with(connector: Arc<dyn Connect>) -> Served {
+        Served {
+            connector: Some(connector),
+            ..Served::default()
+        }
     }
 
     /// The pool of `endpoint`. One the table does not name (a request that outlived its
@@ -58,7 +71,7 @@ impl Served {
     pub fn pool(&self, endpoint: Endpoint) -> Arc<Upstream> {
         match self.pools.get(&endpoint) {
             Some(pool) => Arc::clone(pool),
-            None => Upstream::new(endpoint, 0),
+            None => Upstream::with_connector(endpoint, 0, self.connector.clone()),
         }
     }
 }

@@ -4,7 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+mod connect;
 pub mod hop;
+
+use connect::Conn;
+pub use connect::{Connect, Connecting, Io};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -91,6 +95,8 @@ impl UpstreamError {
 
 pub struct Upstream {
     addr: Endpoint,
+    /// None: TCP.
+    connector: Option<Arc<dyn Connect>>,
     idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,
     max_idle: usize,
     h2: tokio::sync::Mutex<H2>,
@@ -113,8 +119,18 @@ impl Upstream {
     /// At most `max_idle` idle HTTP/1.1 connections are kept (the queue: CC, or 1000 when CC
     /// is 0, Knative's `MaxIdleConnsPerHost`).
     pub fn new(addr: Endpoint, max_idle: usize) -> Arc<Upstream> {
+        Upstream::with_connector(addr, max_idle, None)
+    }
+
+    /// [`Upstream::new`], opening connections with `connector` instead of TCP.
+    pub fn with_connector(
+        addr: Endpoint,
+        max_idle: usize,
+        connector: Option<Arc<dyn Connect>>,
+    ) -> Arc<Upstream> {
         Arc::new(Upstream {
             addr,
+            connector,
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             h2: tokio::sync::Mutex::new(H2::default()),
@@ -226,26 +242,28 @@ impl Upstream {
     }
 
     /// Dials with Knative's backoff: only timeouts are retried, a refusal fails at once.
-    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
+    async fn dial(&self) -> Result<Conn, UpstreamError> {
         let started = tokio::time::Instant::now();
         let mut step_timeout = DIAL_TIMEOUT;
         for _ in 0..DIAL_STEPS {
             let connect = async {
-                match &self.addr {
-                    Endpoint::Addr(addr) => TcpStream::connect(addr).await,
-                    Endpoint::Name { host, port } => {
-                        TcpStream::connect((host.as_str(), *port)).await
-                    }
+                if let Some(connector) = &self.connector {
+                    return connector.connect(&self.addr).await.map(Conn::Other);
                 }
+                let stream = match &self.addr {
+                    Endpoint::Addr(addr) => TcpStream::connect(addr).await?,
+                    Endpoint::Name { host, port } => {
+                        TcpStream::connect((host.as_str(), *port)).await?
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let sock = socket2::SockRef::from(&stream);
+                let _ =
+                    sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+                Ok(Conn::Tcp(stream))
             };
             match tokio::time::timeout(step_timeout, connect).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let sock = socket2::SockRef::from(&stream);
-                    let _ = sock
-                        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
-                    return Ok(stream);
-                }
+                Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(e)) => {
                     return Err(UpstreamError::Dial {
                         addr: self.addr.clone(),
