@@ -109,12 +109,44 @@ impl Cluster {
         knoxy_tests::gateway(&self.dir.0)
     }
 
+    /// The `/-/stats` of the backend of Service `name`.
+    pub async fn backend_stats(&self, name: &str) -> Value {
+        knoxy_tests::backend_stats(self.pod(name)).await
+    }
+
     /// How many requests the backend of Service `name` has served.
     pub async fn backend_requests(&self, name: &str) -> u64 {
+        self.backend_stats(name).await["requests"].as_u64().unwrap()
+    }
+
+    fn pod(&self, name: &str) -> &Proc {
         let (_, pod) = self.pods.iter().find(|(n, _)| n == name).unwrap();
-        knoxy_tests::backend_stats(pod).await["requests"]
-            .as_u64()
-            .unwrap()
+        pod
+    }
+
+    /// Deletes Service `name` as Knative's tests do (pod and Service): its objects (and so its
+    /// endpoints) go first, the pod finishes what it has in flight, then its process is gone.
+    pub async fn tear_down(&mut self, name: &str) {
+        std::fs::remove_file(self.dir.0.join(format!("svc-{name}.yaml"))).unwrap();
+        let deadline = std::time::Instant::now() + knoxy_tests::TIMEOUT;
+        loop {
+            let stats = self.backend_stats(name).await;
+            if stats["in_flight"] == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} still busy: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at = self.pods.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut pod) = self.pods.remove(at);
+        pod.signal(knoxy_tests::Signal::SIGKILL);
+        while pod.is_running() {
+            assert!(std::time::Instant::now() < deadline, "{name} still running");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
