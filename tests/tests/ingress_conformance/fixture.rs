@@ -163,6 +163,26 @@ pub fn split(svc: &Svc, percent: u32) -> Value {
            "percent": percent})
 }
 
+/// The split-level header Knative's tests append to tell which split answered.
+pub const WHICH_BACKEND: &str = "Which-Backend";
+
+/// A split to `svc` that appends `Which-Backend: <svc's name>`.
+pub fn tagged_split(svc: &Svc, percent: u32) -> Value {
+    split_with(svc, percent, json!({ WHICH_BACKEND: svc.name }))
+}
+
+/// The backend (suffix) that answered, checked against the split-level `Which-Backend` header
+/// it was sent: the split that was picked is the backend that answered.
+pub fn which_backend(seen: &Value) -> String {
+    let suffix = seen["suffix"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        header_values(seen, &WHICH_BACKEND.to_ascii_lowercase()),
+        [suffix.as_str()],
+        "the split's header names the backend that answered: {seen}"
+    );
+    suffix
+}
+
 /// A split carrying `appendHeaders`.
 pub fn split_with(svc: &Svc, percent: u32, headers: Value) -> Value {
     let mut s = split(svc, percent);
@@ -185,9 +205,10 @@ pub fn simple(host: &str, svc: &Svc) -> Value {
 }
 
 /// Paths `/foo`, `/bar`, `/baz` and a catch-all, each to its own Service `<prefix>foo`, …,
-/// `<prefix>all` (Knative's path dispatch); `PATH_CASES` says where requests should land.
+/// `<prefix>all` with a `Which-Backend` split header (Knative's path dispatch); `PATH_CASES`
+/// says where requests should land.
 pub fn path_dispatch(c: &mut Cluster, prefix: &str) -> Value {
-    let mut svc = |name: &str| split(&c.service(&format!("{prefix}{name}")), 100);
+    let mut svc = |name: &str| tagged_split(&c.service(&format!("{prefix}{name}")), 100);
     json!([
         {"path": "/foo", "splits": [svc("foo")]},
         {"path": "/bar", "splits": [svc("bar")]},
@@ -208,17 +229,31 @@ pub const PATH_CASES: [(&str, &str); 8] = [
     ("/asdf", "all"),
 ];
 
-/// One Service `<prefix>-<i>` per weight, as the splits of one path.
+/// Knative's `dispatch/percentage` and `visibility/split` weights: doubling from 1% until
+/// the next would pass 100, the remainder, then three 0% splits.
+pub const DOUBLING_WEIGHTS: [u32; 10] = [1, 2, 4, 8, 16, 32, 37, 0, 0, 0];
+
+/// One Service `<prefix>-<i>` per weight, as the (`Which-Backend`-tagged) splits of one path.
 pub fn weighted_splits(c: &mut Cluster, prefix: &str, weights: &[u32]) -> Value {
     weights
         .iter()
         .enumerate()
-        .map(|(i, w)| split(&c.service(&format!("{prefix}-{i}")), *w))
+        .map(|(i, w)| tagged_split(&c.service(&format!("{prefix}-{i}")), *w))
         .collect()
 }
 
-/// Each `<prefix>-<i>` got its weight within ±10 points, and a 0% split nothing.
+/// Every answer came from one of the `<prefix>-<i>`, each got its weight within ±10 points
+/// (Knative's margin), and a 0% split nothing.
 pub fn assert_shares(counts: &BTreeMap<String, usize>, prefix: &str, weights: &[u32]) {
+    let names: Vec<String> = (0..weights.len())
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
+    for name in counts.keys() {
+        assert!(
+            names.contains(name),
+            "{name:?} is not a split of this path: {counts:?}"
+        );
+    }
     let total: usize = counts.values().sum();
     for (i, want) in weights.iter().enumerate() {
         let got = counts.get(&format!("{prefix}-{i}")).copied().unwrap_or(0);
@@ -300,7 +335,8 @@ pub async fn ready(gw: &Proc, name: &str, not: Option<&str>) -> String {
     }
 }
 
-/// Counts answers by backend suffix over `n` requests, `parallel` at a time.
+/// Counts answers by backend over `n` requests, `parallel` at a time; each must be a 200
+/// whose `Which-Backend` split header names the backend that answered.
 pub async fn spread(
     gw: &Proc,
     label: &str,
@@ -318,10 +354,7 @@ pub async fn spread(
             let client = client.clone();
             async move {
                 let (status, _, body) = fetch(&client, req).await;
-                echo(status, &body)["suffix"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
+                which_backend(&echo(status, &body))
             }
         })
         .buffer_unordered(parallel)
