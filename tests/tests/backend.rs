@@ -254,7 +254,7 @@ async fn network_probes_are_answered_with_their_hash_as_knatives_images_do() {
         assert!(headers.get("k-network-hash").is_none());
         assert_eq!(
             body,
-            "a probe request must contain a non-empty \"K-Network-Hash\" header"
+            "a probe request must contain a non-empty \"K-Network-Hash\" header\n"
         );
     }
 

@@ -356,7 +356,8 @@ fn probe_answer(headers: &HeaderMap) -> Response<RespBody> {
             response
         }
         None => bad_request(
-            "a probe request must contain a non-empty \"K-Network-Hash\" header".to_owned(),
+            // Go's `http.Error` ends the message with a newline.
+            "a probe request must contain a non-empty \"K-Network-Hash\" header\n".to_owned(),
         ),
     }
 }
