@@ -44,7 +44,7 @@ async fn update() {
         backend: first.name.clone(),
         ready_at: Instant::now(),
     }];
-    // Backends torn down, and when.
+    // Backends torn down, and when that began.
     let mut removed: Vec<(String, Instant)> = Vec::new();
 
     let prober = Prober::start(&gw);
@@ -53,11 +53,12 @@ async fn update() {
 
     for i in 1..=10 {
         let sentinel = format!("sentinel-{i}");
-        hash = roll_out(&c, &gw, &hash, &first, &sentinel).await;
+        let ready_at;
+        (hash, ready_at) = roll_out(&c, &gw, &hash, &first, &sentinel).await;
         generations.push(Generation {
             sentinel,
             backend: first.name.clone(),
-            ready_at: Instant::now(),
+            ready_at,
         });
         prober.answered_since(Instant::now()).await;
     }
@@ -65,15 +66,16 @@ async fn update() {
     for i in 1..=10 {
         let svc = c.service(&format!("update-{i}"));
         let sentinel = format!("backend-{i}");
-        hash = roll_out(&c, &gw, &hash, &svc, &sentinel).await;
+        let ready_at;
+        (hash, ready_at) = roll_out(&c, &gw, &hash, &svc, &sentinel).await;
         generations.push(Generation {
             sentinel,
             backend: svc.name.clone(),
-            ready_at: Instant::now(),
+            ready_at,
         });
         // Once rolled out, the previous version goes (Knative's previousVersionCancel).
+        removed.push((previous.clone(), Instant::now()));
         c.tear_down(&previous).await;
-        removed.push((previous, Instant::now()));
         previous = svc.name.clone();
         prober.answered_since(Instant::now()).await;
     }
@@ -122,10 +124,18 @@ async fn update() {
     }
 }
 
-/// Writes the new spec, waits for its hash to be Ready, and checks the very next request.
-async fn roll_out(c: &Cluster, gw: &Proc, previous: &str, svc: &Svc, sentinel: &str) -> String {
+/// Writes the new spec, waits for its hash to be Ready, and checks the very next request;
+/// the hash and when it was seen Ready.
+async fn roll_out(
+    c: &Cluster,
+    gw: &Proc,
+    previous: &str,
+    svc: &Svc,
+    sentinel: &str,
+) -> (String, Instant) {
     c.ingress("update", spec(svc, sentinel));
     let hash = ready(gw, "update", Some(previous)).await;
+    let ready_at = Instant::now();
     let (status, body) = get_host(gw, "public", HOST, "/").await;
     let seen = echo(status, &body);
     assert_eq!(
@@ -134,7 +144,7 @@ async fn roll_out(c: &Cluster, gw: &Proc, previous: &str, svc: &Svc, sentinel: &
         "the first request after Ready"
     );
     assert_eq!(seen["suffix"], svc.name.as_str());
-    hash
+    (hash, ready_at)
 }
 
 /// One probe: when it was sent, and which (sentinel, backend) answered or why it failed.
