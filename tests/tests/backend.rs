@@ -231,6 +231,82 @@ async fn health_switch_drives_healthz_and_probes_are_recorded() {
 }
 
 #[tokio::test]
+async fn network_probes_are_answered_with_their_hash_as_knatives_images_do() {
+    let backend = backend();
+    let client = http1_client();
+    let probe = |hash: Option<&str>| {
+        let mut req = Request::builder()
+            .uri(backend.url("backend", "/any/path"))
+            .header("k-network-probe", "probe");
+        if let Some(hash) = hash {
+            req = req.header("k-network-hash", hash);
+        }
+        req.body(empty()).unwrap()
+    };
+
+    let (status, headers, body) = fetch(&client, probe(Some("abc123"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["k-network-hash"], "abc123");
+    assert_eq!(body, "", "a probe is not echoed");
+    for hash in [None, Some("")] {
+        let (status, headers, body) = fetch(&client, probe(hash)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "hash {hash:?}");
+        assert!(headers.get("k-network-hash").is_none());
+        assert_eq!(
+            body,
+            "a probe request must contain a non-empty \"K-Network-Hash\" header\n"
+        );
+    }
+
+    // Any other request: the hash is taken off before the application sees it.
+    let other = Request::builder()
+        .uri(backend.url("backend", "/"))
+        .header("k-network-probe", "queue")
+        .header("k-network-hash", "abc123")
+        .body(empty())
+        .unwrap();
+    let (status, headers, body) = fetch(&client, other).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("k-network-hash").is_none(), "{headers:?}");
+    let echo = json(&body);
+    assert_eq!(echo["headers"]["k-network-probe"], json!(["queue"]));
+    assert!(echo["headers"].get("k-network-hash").is_none(), "{echo}");
+
+    let stats = backend_stats(&backend).await;
+    let probes = stats["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 3, "the network probes are recorded: {stats}");
+    assert_eq!(probes[0]["path"], "/any/path");
+    assert_eq!(probes[0]["headers"]["k-network-hash"], json!(["abc123"]));
+}
+
+#[tokio::test]
+async fn pause_sends_the_head_then_holds_the_body_back() {
+    let backend = backend();
+    for client in [http1_client(), h2c_client()] {
+        let start = Instant::now();
+        let response = send(
+            &client,
+            request(
+                Method::GET,
+                &backend.url("backend", "/?pause=1000"),
+                empty(),
+            ),
+        )
+        .await;
+        let head = start.elapsed();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = within("the paused body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        let total = start.elapsed();
+        assert_eq!(json(std::str::from_utf8(&body).unwrap())["method"], "GET");
+        assert!(head < Duration::from_millis(500), "head after {head:?}");
+        assert!(total >= Duration::from_millis(1000), "body after {total:?}");
+    }
+}
+
+#[tokio::test]
 async fn peak_in_flight_counts_concurrent_requests() {
     let backend = backend();
     get(&backend.url("backend", "/warm-up")).await;

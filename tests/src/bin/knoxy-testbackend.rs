@@ -2,9 +2,11 @@
 //!
 //! One port serves HTTP/1.1, h2c (prior knowledge), WebSocket and gRPC; query parameters shape the
 //! response (see `echo`), `/-/` paths control and observe the backend without being counted.
+//! Like every image of Knative's tests, it answers network probes itself (`network_probe`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -45,6 +47,10 @@ const CHUNK_SIZE: usize = 64 * 1024;
 static FILLER: [u8; CHUNK_SIZE] = [b'x'; CHUNK_SIZE];
 /// Largest gRPC message accepted; the test messages are tiny.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// Knative's network probe (`knative.dev/networking/pkg/http/header`): a request whose
+/// `K-Network-Probe` is `probe` is answered with its `K-Network-Hash` echoed back.
+const K_NETWORK_PROBE: &str = "k-network-probe";
+const K_NETWORK_HASH: &str = "k-network-hash";
 
 /// `--suffix`: appended to WebSocket text echoes and gRPC pongs and shown in JSON echoes, so
 /// that a test behind a split can tell which backend answered (as Knative's runtime image).
@@ -103,6 +109,39 @@ impl Body for Tracked {
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body held back for `pause` after the response head has gone out (Knative's timeout
+/// image flushes the head, then sleeps, then writes the body).
+struct Paused {
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    inner: RespBody,
+}
+
+impl Body for Paused {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pause.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -249,7 +288,7 @@ async fn serve(listen: SocketAddr) -> std::io::Result<()> {
 async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if path.starts_with("/-/") {
@@ -263,7 +302,11 @@ async fn handle(
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if path == "/healthz" || user_agent.starts_with(b"kube-probe") {
+    let network_probe = req
+        .headers()
+        .get(K_NETWORK_PROBE)
+        .is_some_and(|v| v == "probe");
+    if path == "/healthz" || user_agent.starts_with(b"kube-probe") || network_probe {
         state.probes.lock().push(json!({
             "path": path,
             "proto": proto(req.version()),
@@ -271,7 +314,13 @@ async fn handle(
         }));
     }
 
-    let response = if path == "/healthz" {
+    if !network_probe {
+        // As Knative's probe handler: only probes may carry a hash to the application.
+        req.headers_mut().remove(K_NETWORK_HASH);
+    }
+    let response = if network_probe {
+        probe_answer(req.headers())
+    } else if path == "/healthz" {
         let status = state.health.load(Ordering::SeqCst);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         let body = if status == StatusCode::OK {
@@ -295,6 +344,22 @@ async fn handle(
         }
         .boxed_unsync()
     }))
+}
+
+/// Knative's probe handler (`knative.dev/networking/pkg/http/probe`): 200 with the request's
+/// `K-Network-Hash` set on the response, or 400 when the hash is missing or empty.
+fn probe_answer(headers: &HeaderMap) -> Response<RespBody> {
+    match headers.get(K_NETWORK_HASH).filter(|v| !v.is_empty()) {
+        Some(hash) => {
+            let mut response = Response::new(empty_body());
+            response.headers_mut().insert(K_NETWORK_HASH, hash.clone());
+            response
+        }
+        None => bad_request(
+            // Go's `http.Error` ends the message with a newline.
+            "a probe request must contain a non-empty \"K-Network-Hash\" header\n".to_owned(),
+        ),
+    }
 }
 
 /// `/-/` endpoints: observe and steer the backend; never counted as requests.
@@ -391,12 +456,26 @@ async fn echo(peer: SocketAddr, req: Request<Incoming>) -> Response<RespBody> {
             "suffix": suffix(),
         }))
     };
-    with_status(response, options.status)
+    let response = with_status(response, options.status);
+    if options.pause > Duration::ZERO {
+        response.map(|inner| {
+            Paused {
+                pause: Some(Box::pin(tokio::time::sleep(options.pause))),
+                inner,
+            }
+            .boxed_unsync()
+        })
+    } else {
+        response
+    }
 }
 
 /// What the query parameters of an ordinary request ask for.
 struct Options {
+    /// `?sleep=MS`: before the response head.
     sleep: Duration,
+    /// `?pause=MS`: after the response head has been sent, before the body.
+    pause: Duration,
     status: StatusCode,
     stream: bool,
     sse: bool,
@@ -418,6 +497,7 @@ impl Options {
         };
         Ok(Self {
             sleep: Duration::from_millis(params.number("sleep")?.unwrap_or(0)),
+            pause: Duration::from_millis(params.number("pause")?.unwrap_or(0)),
             status,
             stream: params.flag("stream"),
             sse: params.flag("sse"),

@@ -109,12 +109,44 @@ impl Cluster {
         knoxy_tests::gateway(&self.dir.0)
     }
 
+    /// The `/-/stats` of the backend of Service `name`.
+    pub async fn backend_stats(&self, name: &str) -> Value {
+        knoxy_tests::backend_stats(self.pod(name)).await
+    }
+
     /// How many requests the backend of Service `name` has served.
     pub async fn backend_requests(&self, name: &str) -> u64 {
+        self.backend_stats(name).await["requests"].as_u64().unwrap()
+    }
+
+    fn pod(&self, name: &str) -> &Proc {
         let (_, pod) = self.pods.iter().find(|(n, _)| n == name).unwrap();
-        knoxy_tests::backend_stats(pod).await["requests"]
-            .as_u64()
-            .unwrap()
+        pod
+    }
+
+    /// Deletes Service `name` as Knative's tests do (pod and Service): its objects (and so its
+    /// endpoints) go first, the pod finishes what it has in flight, then its process is gone.
+    pub async fn tear_down(&mut self, name: &str) {
+        std::fs::remove_file(self.dir.0.join(format!("svc-{name}.yaml"))).unwrap();
+        let deadline = std::time::Instant::now() + knoxy_tests::TIMEOUT;
+        loop {
+            let stats = self.backend_stats(name).await;
+            if stats["in_flight"] == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} still busy: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let at = self.pods.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut pod) = self.pods.remove(at);
+        pod.signal(knoxy_tests::Signal::SIGKILL);
+        while pod.is_running() {
+            assert!(std::time::Instant::now() < deadline, "{name} still running");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -129,6 +161,26 @@ fn service_port() -> u16 {
 pub fn split(svc: &Svc, percent: u32) -> Value {
     json!({"serviceNamespace": NS, "serviceName": svc.name, "servicePort": svc.port,
            "percent": percent})
+}
+
+/// The split-level header Knative's tests append to tell which split answered.
+pub const WHICH_BACKEND: &str = "Which-Backend";
+
+/// A split to `svc` that appends `Which-Backend: <svc's name>`.
+pub fn tagged_split(svc: &Svc, percent: u32) -> Value {
+    split_with(svc, percent, json!({ WHICH_BACKEND: svc.name }))
+}
+
+/// The backend (suffix) that answered, checked against the split-level `Which-Backend` header
+/// it was sent: the split that was picked is the backend that answered.
+pub fn which_backend(seen: &Value) -> String {
+    let suffix = seen["suffix"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        header_values(seen, &WHICH_BACKEND.to_ascii_lowercase()),
+        [suffix.as_str()],
+        "the split's header names the backend that answered: {seen}"
+    );
+    suffix
 }
 
 /// A split carrying `appendHeaders`.
@@ -153,9 +205,10 @@ pub fn simple(host: &str, svc: &Svc) -> Value {
 }
 
 /// Paths `/foo`, `/bar`, `/baz` and a catch-all, each to its own Service `<prefix>foo`, …,
-/// `<prefix>all` (Knative's path dispatch); `PATH_CASES` says where requests should land.
+/// `<prefix>all` with a `Which-Backend` split header (Knative's path dispatch); `PATH_CASES`
+/// says where requests should land.
 pub fn path_dispatch(c: &mut Cluster, prefix: &str) -> Value {
-    let mut svc = |name: &str| split(&c.service(&format!("{prefix}{name}")), 100);
+    let mut svc = |name: &str| tagged_split(&c.service(&format!("{prefix}{name}")), 100);
     json!([
         {"path": "/foo", "splits": [svc("foo")]},
         {"path": "/bar", "splits": [svc("bar")]},
@@ -176,17 +229,31 @@ pub const PATH_CASES: [(&str, &str); 8] = [
     ("/asdf", "all"),
 ];
 
-/// One Service `<prefix>-<i>` per weight, as the splits of one path.
+/// Knative's `dispatch/percentage` and `visibility/split` weights: doubling from 1% until
+/// the next would pass 100, the remainder, then three 0% splits.
+pub const DOUBLING_WEIGHTS: [u32; 10] = [1, 2, 4, 8, 16, 32, 37, 0, 0, 0];
+
+/// One Service `<prefix>-<i>` per weight, as the (`Which-Backend`-tagged) splits of one path.
 pub fn weighted_splits(c: &mut Cluster, prefix: &str, weights: &[u32]) -> Value {
     weights
         .iter()
         .enumerate()
-        .map(|(i, w)| split(&c.service(&format!("{prefix}-{i}")), *w))
+        .map(|(i, w)| tagged_split(&c.service(&format!("{prefix}-{i}")), *w))
         .collect()
 }
 
-/// Each `<prefix>-<i>` got its weight within ±10 points, and a 0% split nothing.
+/// Every answer came from one of the `<prefix>-<i>`, each got its weight within ±10 points
+/// (Knative's margin), and a 0% split nothing.
 pub fn assert_shares(counts: &BTreeMap<String, usize>, prefix: &str, weights: &[u32]) {
+    let names: Vec<String> = (0..weights.len())
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
+    for name in counts.keys() {
+        assert!(
+            names.contains(name),
+            "{name:?} is not a split of this path: {counts:?}"
+        );
+    }
     let total: usize = counts.values().sum();
     for (i, want) in weights.iter().enumerate() {
         let got = counts.get(&format!("{prefix}-{i}")).copied().unwrap_or(0);
@@ -268,7 +335,8 @@ pub async fn ready(gw: &Proc, name: &str, not: Option<&str>) -> String {
     }
 }
 
-/// Counts answers by backend suffix over `n` requests, `parallel` at a time.
+/// Counts answers by backend over `n` requests, `parallel` at a time; each must be a 200
+/// whose `Which-Backend` split header names the backend that answered.
 pub async fn spread(
     gw: &Proc,
     label: &str,
@@ -286,10 +354,7 @@ pub async fn spread(
             let client = client.clone();
             async move {
                 let (status, _, body) = fetch(&client, req).await;
-                echo(status, &body)["suffix"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
+                which_backend(&echo(status, &body))
             }
         })
         .buffer_unordered(parallel)

@@ -1,11 +1,20 @@
 //! `grpc`, `grpc/split` (Knative's grpc.go): bidi streams through h2c prior knowledge with
-//! `:authority host:80`.
+//! `:authority host:80`, every stream of a test on one client connection (Knative's tests
+//! open one `grpc.ClientConn`).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use http::uri::PathAndQuery;
+use knoxy_tests::grpc::{PingReply, PingRequest};
+use knoxy_tests::within;
 use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::Channel;
 
-use crate::common::{grpc_endpoint, PingStream};
+use crate::common::grpc_endpoint;
 use crate::fixture::*;
 
 #[tokio::test]
@@ -16,13 +25,14 @@ async fn grpc() {
     let gw = c.gateway();
     ready(&gw, "grpc", None).await;
 
-    let endpoint = grpc_endpoint(gw.addr("public"), "grpc.example.com:80");
-    let mut stream = PingStream::open(endpoint).await;
+    let conn = Conn::open(gw.addr("public"), "grpc.example.com:80").await;
+    let mut stream = PingStream::open(&conn).await;
     for i in 0..100 {
         let reply = stream.round_trip(&format!("hello {i}")).await;
         assert_eq!(reply, format!("pong: hello {i}grpc"));
     }
     stream.finish().await;
+    conn.assert_one_dial();
 }
 
 #[tokio::test]
@@ -37,25 +47,143 @@ async fn grpc_split() {
     let gw = c.gateway();
     ready(&gw, "grpc-split", None).await;
 
+    let want = BTreeSet::from([a.name.clone(), b.name.clone()]);
+    let conn = Conn::open(gw.addr("public"), "grpc-split.example.com:80").await;
     let mut seen = BTreeSet::new();
-    for _ in 0..100 {
-        let endpoint = grpc_endpoint(gw.addr("public"), "grpc-split.example.com:80");
-        let mut stream = PingStream::open(endpoint).await;
-        let first = stream.round_trip("0").await;
-        let backend = first.strip_prefix("pong: 0").unwrap().to_owned();
-        for i in 1..5 {
-            let reply = stream.round_trip(&i.to_string()).await;
+    // Up to 100 streams on the one connection, each checked over 10 more round trips.
+    for n in 0..100 {
+        let mut stream = PingStream::open(&conn).await;
+        let first = format!("ping -{n}");
+        let reply = stream.round_trip(&first).await;
+        let backend = reply
+            .strip_prefix(&format!("pong: {first}"))
+            .unwrap_or_else(|| panic!("{reply:?} answers {first:?}"))
+            .to_owned();
+        assert!(
+            want.contains(&backend),
+            "stream {n} answered by {backend:?}, not a split of this path"
+        );
+        for i in 0..10 {
+            let message = format!("ping -{n}.{i}");
             assert_eq!(
-                reply,
-                format!("pong: {i}{backend}"),
+                stream.round_trip(&message).await,
+                format!("pong: {message}{backend}"),
                 "a stream stays on one backend"
             );
         }
         stream.finish().await;
         seen.insert(backend);
-        if seen.len() == 2 {
+        if seen == want {
             break;
         }
     }
-    assert_eq!(seen, BTreeSet::from(["grpc-a".into(), "grpc-b".into()]));
+    assert_eq!(seen, want, "both backends answer within 100 streams");
+    conn.assert_one_dial();
+}
+
+/// One gRPC client connection to the gateway, dialled through a loopback relay that counts
+/// the connections it accepts, so a test can tell that all its streams shared one.
+struct Conn {
+    channel: Channel,
+    dials: Arc<AtomicUsize>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    async fn open(gateway: SocketAddr, authority: &str) -> Conn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let relay = tokio::spawn({
+            let dials = Arc::clone(&dials);
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    dials.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        if let Ok(mut upstream) = TcpStream::connect(gateway).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                    });
+                }
+            }
+        });
+        let channel = within("gRPC connect", grpc_endpoint(addr, authority).connect())
+            .await
+            .unwrap();
+        Conn {
+            channel,
+            dials,
+            relay,
+        }
+    }
+
+    fn assert_one_dial(&self) {
+        assert_eq!(
+            self.dials.load(Ordering::SeqCst),
+            1,
+            "every stream went over one client connection"
+        );
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// A `knoxy.test.Ping/PingStream` call kept open on `Conn`: each `round_trip` sends one
+/// message and waits for its reply, so a test sees which backend answers every message.
+struct PingStream {
+    tx: tokio::sync::mpsc::Sender<PingRequest>,
+    inbound: tonic::Streaming<PingReply>,
+}
+
+impl PingStream {
+    async fn open(conn: &Conn) -> PingStream {
+        let mut grpc = tonic::client::Grpc::new(conn.channel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
+        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|message| (message, rx))
+        });
+        within("gRPC ready", grpc.ready()).await.unwrap();
+        let response = within(
+            "PingStream headers",
+            grpc.streaming(
+                tonic::Request::new(outbound),
+                PathAndQuery::from_static(knoxy_tests::grpc::PING_STREAM),
+                tonic_prost::ProstCodec::<PingRequest, PingReply>::default(),
+            ),
+        )
+        .await
+        .unwrap();
+        PingStream {
+            tx,
+            inbound: response.into_inner(),
+        }
+    }
+
+    async fn round_trip(&mut self, message: &str) -> String {
+        let request = PingRequest {
+            message: message.into(),
+        };
+        within("send on the stream", self.tx.send(request))
+            .await
+            .unwrap();
+        within("the reply", self.inbound.message())
+            .await
+            .unwrap()
+            .expect("a reply before the stream ends")
+            .message
+    }
+
+    /// Half-closes the stream; the server's end of the stream follows with status OK.
+    async fn finish(self) {
+        let PingStream { tx, mut inbound } = self;
+        drop(tx);
+        let end = within("end of the reply stream", inbound.message())
+            .await
+            .unwrap();
+        assert_eq!(end, None);
+    }
 }

@@ -1,4 +1,5 @@
-//! `websocket`, `websocket/split` (Knative's websocket.go).
+//! `websocket`, `websocket/split` (Knative's websocket.go): 100 echoes on one connection;
+//! under a 50/50 split each connection sticks to one of the two backends, both are seen.
 
 use std::collections::BTreeSet;
 
@@ -46,21 +47,34 @@ async fn websocket_split() {
     let gw = c.gateway();
     ready(&gw, "ws-split", None).await;
 
+    let want = BTreeSet::from([a.name.clone(), b.name.clone()]);
     let mut seen = BTreeSet::new();
-    for _ in 0..100 {
+    // Knative's test: up to 100 connections, each checked over 10 more round trips.
+    for n in 0..100 {
         let mut ws = ws_dial(gw.addr("public"), "wss.example.com").await;
-        let backend = round_trip(&mut ws, "0").await.split_off(1);
-        for i in 1..5 {
+        let first = format!("ping -{n}");
+        let reply = round_trip(&mut ws, &first).await;
+        let backend = reply
+            .strip_prefix(&first)
+            .unwrap_or_else(|| panic!("{reply:?} echoes {first:?}"))
+            .to_owned();
+        assert!(
+            want.contains(&backend),
+            "connection {n} answered by {backend:?}, not a split of this path"
+        );
+        for i in 0..10 {
+            let message = format!("ping -{n}.{i}");
             assert_eq!(
-                round_trip(&mut ws, &i.to_string()).await,
-                format!("{i}{backend}"),
+                round_trip(&mut ws, &message).await,
+                format!("{message}{backend}"),
                 "a connection stays on one backend"
             );
         }
+        within("close", ws.close(None)).await.unwrap();
         seen.insert(backend);
-        if seen.len() == 2 {
+        if seen == want {
             break;
         }
     }
-    assert_eq!(seen, BTreeSet::from(["ws-a".into(), "ws-b".into()]));
+    assert_eq!(seen, want, "both backends answer within 100 connections");
 }
