@@ -5,7 +5,8 @@
 # backend), the gateway doing host routing into a 50/50 split with appendHeaders, metrics on.
 #
 #   bench/gateway.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 8 s)
-# Writes bench/results/gateway-<date>.md and prints it.
+#   THREADS=2 WRK_ARGS="-t2 -c100" bench/gateway.sh   (every proxy on 2 threads/workers)
+# Writes bench/results/gateway-<date>.md (gateway-t<N>-<date>.md for THREADS=N > 1) and prints it.
 set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-8}
@@ -55,11 +56,12 @@ spec:
            appendHeaders: {Knative-Serving-Revision: hello-00002, Knative-Serving-Namespace: default}}
 YAML
 target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$GATEWAY --private-http 127.0.0.1:$PRIVATE \
-  --admin 127.0.0.1:$ADMIN >"$WORK/knoxy.log" 2>&1 &
+  --https 127.0.0.1:0 --private-https 127.0.0.1:0 --admin 127.0.0.1:$ADMIN --threads "${THREADS:-1}" >"$WORK/knoxy.log" 2>&1 &
 PIDS+=($!); GATEWAY_PID=$!
 sleep 1
-HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, metrics) vs HAProxy and nginx" \
-  "bench/results/gateway-$(date -u +%Y-%m-%d).md" \
+SUFFIX=$([ "${THREADS:-1}" -gt 1 ] && echo "-t$THREADS" || true)
+HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, metrics), ${THREADS:-1} thread(s) each, wrk ${WRK_ARGS:--t1 -c50}, vs HAProxy and nginx" \
+  "bench/results/gateway$SUFFIX-$(date -u +%Y-%m-%d).md" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" "knoxy:$GATEWAY:$GATEWAY_PID"
 
 # PROFILE=1: one more wrk run with `perf record` on the gateway; the hottest symbols.

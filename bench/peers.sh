@@ -26,8 +26,9 @@ require_free() {
 }
 
 # start_peers BACKEND HAPROXY NGINX: the 13-byte nginx backend (1 worker) and both peers
-# (HAProxy 1 thread with http-reuse always; nginx 1 worker with upstream keep-alive).
-# Sets HAPROXY_PID and NGINX_PID (the worker, which does the work).
+# (HAProxy THREADS threads with http-reuse always; nginx THREADS workers with upstream
+# keep-alive; THREADS defaults to 1). Sets HAPROXY_PID and NGINX_PID (its workers, which do
+# the work, comma-separated).
 start_peers() {
   BACKEND=$1; HAPROXY=$2; NGINX=$3
   require_free "$BACKEND" "$HAPROXY" "$NGINX"
@@ -48,7 +49,7 @@ http {
 }
 NGX
   cat > "$WORK/proxy/nginx.conf" <<NGX
-worker_processes 1;
+worker_processes ${THREADS:-1};
 daemon off;
 pid $WORK/proxy/nginx.pid;
 error_log $WORK/proxy/error.log;
@@ -65,7 +66,7 @@ http {
 NGX
   cat > "$WORK/haproxy.cfg" <<HAP
 global
-  nbthread 1
+  nbthread ${THREADS:-1}
   maxconn 4096
 defaults
   mode http
@@ -83,26 +84,30 @@ HAP
   nginx -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" & PIDS+=($!)
   haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HAPROXY_PID=$!
   sleep 0.5
-  NGINX_PID=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
+  NGINX_PID=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | paste -sd,)
 }
 
-# run_rounds TITLE OUT TARGET... with TARGET name:port:pid; HOST, when set, is sent as the
-# Host header to every target. Warms each target up, alternates them ROUNDS times, writes the report to OUT.
+# run_rounds TITLE OUT TARGET... with TARGET name:port:pids (pids comma-separated); HOST,
+# when set, is sent as the Host header to every target; WRK_ARGS (default `-t1 -c50`) sets
+# the load. Warms each target up, runs them ROUNDS times in a new random order each round,
+# writes the report to OUT.
 run_rounds() {
   local title=$1 report=$2; shift 2
   local targets=("$@") raw=$WORK/raw.tsv rss=$WORK/rss.tsv
-  cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+  local load=${WRK_ARGS:--t1 -c50}
+  cpu() { local sum=0 p; for p in ${1//,/ }; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $sum; }
   for target in "${targets[@]}"; do
     IFS=: read -r name port _ <<<"$target"
     curl -sf -o /dev/null ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" || { echo "$name on $port is not answering" >&2; exit 1; }
-    wrk -t1 -c50 -d2s ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" >/dev/null  # warm-up: connections, pools, page faults
+    wrk $load -d2s ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" >/dev/null  # warm-up: connections, pools, page faults
   done
   : > "$raw"
   for round in $(seq 1 "$ROUNDS"); do
-    for target in "${targets[@]}"; do
+    mapfile -t order < <(printf '%s\n' "${targets[@]}" | shuf)
+    for target in "${order[@]}"; do
       IFS=: read -r name port pid <<<"$target"
       before=$(cpu "$pid")
-      result=$(wrk -t1 -c50 -d"${SECS}s" --latency ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/")
+      result=$(wrk $load -d"${SECS}s" --latency ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/")
       after=$(cpu "$pid")
       printf '%s\t%s\t%s\t%s\n' "$name" "$round" "$((after - before))" "$(echo "$result" | base64 -w0)" >> "$raw"
       echo "round $round $name done" >&2
@@ -111,7 +116,8 @@ run_rounds() {
   : > "$rss"
   for target in "${targets[@]}"; do
     IFS=: read -r name _ pid <<<"$target"
-    printf '%s\t%s\n' "$name" "$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")" >> "$rss"
+    local files=(); for p in ${pid//,/ }; do files+=("/proc/$p/status"); done
+    printf '%s\t%s\n' "$name" "$(awk '/VmHWM/ {s += $2} END {print s}' "${files[@]}")" >> "$rss"
   done
   python3 bench/report.py "$title" "$raw" "$rss" "$(getconf CLK_TCK)" "$ROUNDS" "$SECS" > "$report"
   cat "$report"

@@ -4,6 +4,7 @@ Input: a title, raw.tsv (name, round, cpu ticks, base64 wrk output), rss.tsv (na
 clock ticks per second, rounds, seconds. Ratios are per round against HAProxy, then medians.
 """
 import base64
+import os
 import re
 import statistics
 import sys
@@ -37,15 +38,20 @@ rss = {n: int(kb) for n, kb in (l.split() for l in open(rss_file))}
 base = rows["haproxy"]
 
 print(f"# {title} ({rounds} rounds of {secs} s, medians)\n")
-print("`wrk -t1 -c50`, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); "
-      "CPU/req = (utime+stime of the proxy) / requests; ratios per round against HAProxy, then the median.\n")
-print("| proxy | req/s | p50 ms | p99 ms | CPU µs/req | CPU ratio | p99 ratio | peak RSS MB | errors |")
+load = os.environ.get("WRK_ARGS", "-t1 -c50")
+print(f"`wrk {load}`, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); systems in a new "
+      "random order each round; CPU/req = (utime+stime of the proxy) / requests; ratios per round "
+      "against HAProxy, then the median; [min-max] over rounds.\n")
+print("| proxy | req/s [min-max] | p50 ms | p99 ms | CPU µs/req | CPU ratio [min-max] | p99 ratio | peak RSS MB | errors |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name, by_round in rows.items():
     med = lambda k: statistics.median(r[k] for r in by_round.values())
-    ratio = lambda k: statistics.median(by_round[i][k] / base[i][k] for i in by_round if i in base)
-    print(f"| {name} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | {med('cpu_us'):.1f} "
-          f"| {ratio('cpu_us'):.2f} | {ratio('p99'):.2f} | {rss.get(name, 0) / 1024:.1f} "
+    ratios = lambda k: [by_round[i][k] / base[i][k] for i in by_round if i in base]
+    rps = [r["rps"] for r in by_round.values()]
+    cr = ratios("cpu_us")
+    print(f"| {name} | {med('rps'):,.0f} [{min(rps):,.0f}-{max(rps):,.0f}] | {med('p50'):.2f} | {med('p99'):.2f} "
+          f"| {med('cpu_us'):.1f} | {statistics.median(cr):.2f} [{min(cr):.2f}-{max(cr):.2f}] "
+          f"| {statistics.median(ratios('p99')):.2f} | {rss.get(name, 0) / 1024:.1f} "
           f"| {sum(r['errors'] for r in by_round.values())} |")
 cpu = lambda n: statistics.median(r["cpu_us"] for r in rows[n].values()) if n in rows else None
 if cpu("knoxy-queue") and cpu("knoxy-queue-cc10"):

@@ -436,18 +436,22 @@ fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
     if let Some(id) = req.headers().get(X_REQUEST_ID) {
         return id.clone();
     }
-    // Version 4 (random) in the third group, variant 10 in the fourth (RFC 9562).
+    // Version 4 (random) in the third group, variant 10 in the fourth (RFC 9562); written
+    // by hand: `format!` cost ~3k instructions per request here (callgrind).
     let high = fastrand::u64(..) & !0xf000 | 0x4000;
     let low = fastrand::u64(..) & !(0xc << 60) | 0x8 << 60;
-    let id = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        high >> 32,
-        (high >> 16) & 0xffff,
-        high & 0xffff,
-        low >> 48,
-        low & 0xffff_ffff_ffff
-    );
-    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
+    let mut id = [b'-'; 36];
+    let mut at = 0;
+    for (word, digits) in [(high, 16), (low, 16)] {
+        for i in (0..digits).rev() {
+            if matches!(at, 8 | 13 | 18 | 23) {
+                at += 1;
+            }
+            id[at] = b"0123456789abcdef"[(word >> (i * 4)) as usize & 0xf];
+            at += 1;
+        }
+    }
+    let value = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"));
     req.headers_mut().insert(X_REQUEST_ID, value.clone());
     value
 }

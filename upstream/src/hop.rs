@@ -65,6 +65,14 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
             .iter()
             .flat_map(tokens)
             .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case(b"upgrade")))
+            // Hop-by-hop names go below anyway (`keep-alive` is what most messages list);
+            // `te` must go here, so that `TE: trailers` is not kept.
+            .filter(|t| {
+                t.eq_ignore_ascii_case(b"te")
+                    || !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+            })
             .filter_map(|t| std::str::from_utf8(t).ok())
             .filter(|t| headers.contains_key(*t))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
