@@ -49,7 +49,7 @@ if [ "$WHAT" = gateway ]; then
     "spec: {rules: [{hosts: [$HOST], http: {paths: [{splits: [$(split hello-00001), $(split hello-00002)]}]}}]}" \
     > "$WORK/config/hello.yaml"
   "${CALLGRIND[@]}" target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$QUEUE \
-    --https 127.0.0.1:0 --private-http 127.0.0.1:0 --private-https 127.0.0.1:0 --admin 127.0.0.1:0 --threads 1 \
+    --https 127.0.0.1:0 --private-http 127.0.0.1:0 --private-https 127.0.0.1:0 --admin 127.0.0.1:0 --threads 1 ${KNOXY_FLAGS:-} \
     >"$WORK/proxy.log" 2>&1 &
 else
   env CONTAINER_CONCURRENCY="$CC" QUEUE_SERVING_PORT=$QUEUE QUEUE_SERVING_TLS_PORT=0 USER_PORT=$BACKEND \

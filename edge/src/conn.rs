@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
@@ -175,7 +176,9 @@ impl Edge {
         }
     }
 
-    /// Runs the connection beside its timer and the drain.
+    /// Runs the connection beside its timer and the drain. The connection is polled on
+    /// every wake; the timer and the drain only when they woke the task (a `select!` would
+    /// poll all three on each of the connection's wakes, ~400 instructions per request).
     async fn drive<C: GracefulConn>(
         &self,
         mut conn: Pin<&mut C>,
@@ -185,33 +188,81 @@ impl Edge {
     ) -> Closed {
         let mut drain = pin!(drain);
         let mut draining = false;
-        loop {
-            let now = Instant::now();
-            let wake = match activity.deadline(&self.limits, h2) {
-                Some((at, why)) if at <= now => return close(conn, h2, why).await,
-                Some((at, _)) => at,
-                // A request is in flight: nothing to time, look again later.
-                None => now + self.limits.idle_timeout,
-            };
-            // Requests start and end without waking this timer (no wakeup per request), so it
-            // looks again at least every shorter timeout: a new deadline is then met on time.
-            let wake = wake.min(now + self.poll_every);
-            let wake = if draining {
-                wake.min(now + DRAIN_TICK)
-            } else {
-                wake
-            };
-            tokio::select! {
-                _ = conn.as_mut() => return Closed::Finished,
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = &mut drain, if !draining => {
-                    draining = true;
-                    activity.draining.store(true, Ordering::Relaxed);
-                    // h2: GOAWAY, streams in flight finish. h1: an idle connection closes
-                    // now, a busy one after its response (which says `Connection: close`).
-                    conn.as_mut().graceful_shutdown();
-                }
+        // Fires at once: the first look sets the first deadline.
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        let side = Arc::new(SideWake::default());
+        let side_waker = Waker::from(Arc::clone(&side));
+        let verdict = std::future::poll_fn(|cx| {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Closed::Finished);
             }
+            if !side.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            *side.task.lock() = Some(cx.waker().clone());
+            let mut side_cx = Context::from_waker(&side_waker);
+            if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
+                draining = true;
+                activity.draining.store(true, Ordering::Relaxed);
+                // h2: GOAWAY, streams in flight finish. h1: an idle connection closes now, a
+                // busy one after its response (which says `Connection: close`).
+                conn.as_mut().graceful_shutdown();
+                timer.as_mut().reset(Instant::now());
+                cx.waker().wake_by_ref();
+            }
+            while timer.as_mut().poll(&mut side_cx).is_ready() {
+                let now = Instant::now();
+                let wake = match activity.deadline(&self.limits, h2) {
+                    Some((at, why)) if at <= now => return Poll::Ready(why),
+                    Some((at, _)) => at,
+                    // A request is in flight: nothing to time, look again later.
+                    None => now + self.limits.idle_timeout,
+                };
+                // Requests start and end without waking this timer (no wakeup per request),
+                // so it looks again at least every shorter timeout: a new deadline is met on time.
+                let wake = wake.min(now + self.poll_every);
+                let wake = if draining {
+                    wake.min(now + DRAIN_TICK)
+                } else {
+                    wake
+                };
+                timer.as_mut().reset(wake);
+            }
+            Poll::Pending
+        })
+        .await;
+        match verdict {
+            Closed::Finished => Closed::Finished,
+            why => close(conn, h2, why).await,
+        }
+    }
+}
+
+/// Wakes the connection's task for its timer or drain, and says so.
+struct SideWake {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        SideWake {
+            // The first poll looks at the timer and the drain.
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        }
+    }
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().as_ref() {
+            task.wake_by_ref();
         }
     }
 }

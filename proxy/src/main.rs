@@ -103,6 +103,10 @@ struct Tables {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -360,7 +364,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--drain-timeout" => {
                 parsed.drain_timeout = seconds(&arg, &value()?)?.as_secs_f64().ceil() as u64
             }
-            "--help" | "-h" => return Err("".to_owned()),
             flag => {
                 let label = match flag {
                     "--http" => "public",
