@@ -11,6 +11,8 @@ set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-8}
 cd "$(dirname "$0")/.."
+# The peers send the edge headers the gateway sends (X-Forwarded-For/-Proto, X-Request-Id).
+EDGE_HEADERS=${EDGE_HEADERS-1}
 source bench/peers.sh
 cargo build --release -q -p knoxy
 GATEWAY=18201; PRIVATE=18202; ADMIN=18203
@@ -60,7 +62,8 @@ target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$GATEWAY --pri
 PIDS+=($!); GATEWAY_PID=$!
 sleep 1
 SUFFIX=$([ "${THREADS:-1}" -gt 1 ] && echo "-t$THREADS" || true)
-HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, metrics), ${THREADS:-1} thread(s) each, wrk ${WRK_ARGS:--t1 -c50}, vs HAProxy and nginx" \
+PEERS=$([ -n "$EDGE_HEADERS" ] && echo "HAProxy and nginx also sending X-Forwarded-For/-Proto and X-Request-Id" || echo "HAProxy and nginx as plain proxies")
+HOST=hello.example.com run_rounds "knoxy gateway (host routing, 50/50 split, appendHeaders, X-Forwarded-*, X-Request-Id, metrics), ${THREADS:-1} thread(s) each, wrk ${WRK_ARGS:--t1 -c50}, vs $PEERS" \
   "bench/results/gateway$SUFFIX-$(date -u +%Y-%m-%d).md" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" "knoxy:$GATEWAY:$GATEWAY_PID"
 

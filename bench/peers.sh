@@ -31,6 +31,13 @@ require_free() {
 # the work, comma-separated).
 start_peers() {
   BACKEND=$1; HAPROXY=$2; NGINX=$3
+  # EDGE_HEADERS=1: the peers also send what an edge sends upstream (as the gateway does):
+  # X-Forwarded-For (appended), X-Forwarded-Proto and an X-Request-Id (a UUID).
+  NGINX_EDGE=""; HAPROXY_EDGE=""
+  if [ -n "${EDGE_HEADERS:-}" ]; then
+    NGINX_EDGE=' proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Request-Id $request_id;'
+    HAPROXY_EDGE=$'  option forwardfor\n  http-request set-header X-Forwarded-Proto http\n  unique-id-format %[uuid()]\n  unique-id-header X-Request-Id'
+  fi
   require_free "$BACKEND" "$HAPROXY" "$NGINX"
   mkdir -p "$WORK"/{backend,proxy}
   cat > "$WORK/backend/nginx.conf" <<NGX
@@ -60,7 +67,7 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";$NGINX_EDGE }
   }
 }
 NGX
@@ -77,6 +84,7 @@ defaults
 frontend fe
   bind 127.0.0.1:$HAPROXY
   default_backend be
+$HAPROXY_EDGE
 backend be
   server s1 127.0.0.1:$BACKEND
 HAP

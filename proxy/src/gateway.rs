@@ -107,6 +107,8 @@ struct Conn {
 /// A request routed and rewritten, ready to go to its upstream.
 struct Prepared {
     req: Request<Incoming>,
+    /// An end-to-end upgrade (WebSocket): tunnelled over HTTP/1.1.
+    tunnel: bool,
     upstream: Arc<Upstream>,
     h2c: bool,
 }
@@ -141,8 +143,9 @@ impl Gateway {
         // What an HTTP/1.x server answers itself (no Host, two Hosts, an unknown coding),
         // judged on the request as sent, before hop-by-hop headers go.
         let checked = conform::check_request(&req).map_err(GatewayError::Conform);
-        strip_hops(&mut req);
-        let id = request_id(&mut req);
+        let seen = Seen::of(&req);
+        strip_hops(&mut req, &seen);
+        let id = request_id(&mut req, &seen);
         // Only what the access log needs, and only when it is on.
         let logged = self.access_log.then(|| {
             (
@@ -152,12 +155,13 @@ impl Gateway {
             )
         });
         let mut matched = Matched::default();
-        let response = match checked.and_then(|()| self.route(conn, req, &mut matched)) {
+        let response = match checked.and_then(|()| self.route(conn, req, &seen, &mut matched)) {
             Ok(prepared) => self.forward(prepared).await,
             Err(e) => Err(e),
         };
-        let response = response
-            .unwrap_or_else(|e| rescue::rescue(e, &id, matched.host.as_deref().unwrap_or("*")));
+        let response = response.unwrap_or_else(|e| {
+            rescue::rescue(e, id.as_bytes(), matched.host.as_deref().unwrap_or("*"))
+        });
         let listener = self.label;
         let ingress = matched.ingress.as_deref().unwrap_or("");
         if let Some((method, host, uri)) = logged {
@@ -168,7 +172,10 @@ impl Gateway {
                     ("method", method.as_str()),
                     ("host", &host),
                     ("uri", &uri),
-                    ("request_id", id.to_str().unwrap_or("")),
+                    (
+                        "request_id",
+                        std::str::from_utf8(id.as_bytes()).unwrap_or(""),
+                    ),
                 ],
                 response.status(),
                 started.elapsed(),
@@ -189,6 +196,7 @@ impl Gateway {
         &self,
         conn: &Conn,
         mut req: Request<Incoming>,
+        seen: &Seen,
         matched: &mut Matched,
     ) -> Result<Result<Prepared, Response<Body>>, GatewayError> {
         let served = self.served.load();
@@ -220,8 +228,9 @@ impl Gateway {
                 port: *port,
             },
         };
-        rewrite(&mut req, route, split, conn);
+        rewrite(&mut req, route, split, conn, seen);
         Ok(Ok(Prepared {
+            tunnel: seen.tunnel,
             req,
             upstream: served.pool(endpoint),
             h2c: split.backend.h2c,
@@ -234,6 +243,7 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let Prepared {
             mut req,
+            tunnel,
             upstream,
             h2c,
         } = match prepared {
@@ -241,7 +251,7 @@ impl Gateway {
             Err(answered) => return Ok(answered),
         };
         // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
-        let upgrade = is_tunnel(&req).then(|| hyper::upgrade::on(&mut req));
+        let upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
         let (mut response, lease) = if h2c && upgrade.is_none() {
             if !absolute_form(&mut req) {
                 return Err(GatewayError::BadAuthority);
@@ -379,7 +389,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 /// What the upstream sees besides the client's request: the rule's appended headers (path
 /// level, then split level, replacing the client's), `override` probes carrying the
 /// KIngress's hash, `rewriteHost`, and `X-Forwarded-For`/`-Proto` as Envoy's gateways send.
-fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Conn) {
+fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Conn, seen: &Seen) {
     // The host routed on is the Host the upstream sees (from an h2 `:authority` or an
     // absolute-form target when that was it).
     let authority = req
@@ -388,11 +398,13 @@ fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Con
         .filter(|a| host_of(req) == a.as_str())
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let headers = req.headers_mut();
-    headers.remove(K_KUBELET_PROBE);
+    if seen.kubelet_probe {
+        headers.remove(K_KUBELET_PROBE);
+    }
     for (name, value) in route.append_headers.iter().chain(&split.append_headers) {
         headers.insert(name, value.clone());
     }
-    if headers.get(K_NETWORK_HASH).is_some_and(|v| v == "override") {
+    if seen.network_hash && headers.get(K_NETWORK_HASH).is_some_and(|v| v == "override") {
         if let Ok(v) = HeaderValue::from_str(&route.probe_hash) {
             headers.insert(K_NETWORK_HASH, v);
         }
@@ -406,19 +418,19 @@ fn rewrite(req: &mut Request<Incoming>, route: &Route, split: &Split, conn: &Con
         }
         (None, None) => {}
     }
-    if let Some(ip) = &conn.client_ip {
-        append_forwarded_for(headers, ip);
+    match (&conn.client_ip, seen.forwarded_for) {
+        (Some(ip), true) => append_forwarded_for(headers, ip),
+        (Some(ip), false) => {
+            headers.insert(X_FORWARDED_FOR, ip.clone());
+        }
+        (None, _) => {}
     }
     headers.insert(X_FORWARDED_PROTO, conn.scheme.clone());
 }
 
 /// `X-Forwarded-For: <what the client sent>, <client address>`, on one line.
 fn append_forwarded_for(headers: &mut http::HeaderMap, ip: &HeaderValue) {
-    let mut sent = headers.get_all(X_FORWARDED_FOR).iter().peekable();
-    if sent.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR, ip.clone());
-        return;
-    }
+    let sent = headers.get_all(X_FORWARDED_FOR).iter();
     let mut joined = Vec::with_capacity(64);
     for v in sent {
         joined.extend_from_slice(v.as_bytes());
@@ -432,9 +444,13 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, ip: &HeaderValue) {
 
 /// The client's `X-Request-Id` if it sent one, else a new random (v4) UUID; the upstream
 /// sees it, and the log names failures by it.
-fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
-    if let Some(id) = req.headers().get(X_REQUEST_ID) {
-        return id.clone();
+fn request_id(req: &mut Request<Incoming>, seen: &Seen) -> RequestId {
+    if let Some(id) = seen
+        .request_id
+        .then(|| req.headers().get(X_REQUEST_ID))
+        .flatten()
+    {
+        return RequestId::Sent(id.clone());
     }
     // Version 4 (random) in the third group, variant 10 in the fourth (RFC 9562); written
     // by hand: `format!` cost ~3k instructions per request here (callgrind).
@@ -451,21 +467,36 @@ fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
             at += 1;
         }
     }
-    let value = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"));
-    req.headers_mut().insert(X_REQUEST_ID, value.clone());
-    value
+    if let Ok(value) = HeaderValue::from_bytes(&id) {
+        req.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    // Kept as bytes for the log: cloning the header value would cost an allocation.
+    RequestId::Made(id)
+}
+
+/// A request's id: the client's, or one the gateway made.
+enum RequestId {
+    Sent(HeaderValue),
+    Made([u8; 36]),
+}
+
+impl RequestId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Sent(v) => v.as_bytes(),
+            RequestId::Made(id) => id,
+        }
+    }
 }
 
 /// Hop-by-hop headers go before anything is added, so a client's `Connection` cannot name
 /// what the gateway adds; nor can it take away the Host the request is routed by.
-fn strip_hops(req: &mut Request<Incoming>) {
-    let tunnel = is_tunnel(req);
-    let host = req
-        .headers()
-        .contains_key(header::CONNECTION)
+fn strip_hops(req: &mut Request<Incoming>, seen: &Seen) {
+    let host = seen
+        .connection
         .then(|| req.headers().get(header::HOST).cloned())
         .flatten();
-    hop::strip(req.headers_mut(), tunnel);
+    hop::strip(req.headers_mut(), seen.tunnel);
     if let Some(host) = host {
         req.headers_mut().entry(header::HOST).or_insert(host);
     }
@@ -479,9 +510,38 @@ fn upstream_error(e: knoxy_upstream::UpstreamError) -> GatewayError {
     }
 }
 
-/// An HTTP/1 request that asks to switch protocols end to end (an h2c upgrade is a hop).
-fn is_tunnel<B>(req: &Request<B>) -> bool {
-    req.version() != Version::HTTP_2 && hop::is_upgrade(req.headers())
+/// Which of the headers the gateway acts on a request carries, from one pass over its
+/// names instead of a lookup each.
+#[derive(Default)]
+struct Seen {
+    connection: bool,
+    forwarded_for: bool,
+    request_id: bool,
+    kubelet_probe: bool,
+    network_hash: bool,
+    /// An HTTP/1 request that asks to switch protocols end to end (an h2c upgrade is a hop).
+    tunnel: bool,
+}
+
+impl Seen {
+    fn of<B>(req: &Request<B>) -> Seen {
+        let headers = req.headers();
+        let mut seen = Seen::default();
+        let mut upgrade = false;
+        for name in headers.keys() {
+            match name.as_str() {
+                "connection" => seen.connection = true,
+                "upgrade" => upgrade = true,
+                "x-forwarded-for" => seen.forwarded_for = true,
+                "x-request-id" => seen.request_id = true,
+                "k-kubelet-probe" => seen.kubelet_probe = true,
+                "k-network-hash" => seen.network_hash = true,
+                _ => {}
+            }
+        }
+        seen.tunnel = upgrade && req.version() != Version::HTTP_2 && hop::is_upgrade(headers);
+        seen
+    }
 }
 
 /// One structured access-log line (JSON) on stdout.

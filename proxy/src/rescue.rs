@@ -68,7 +68,7 @@ impl GatewayError {
 }
 
 /// The response for `error`; server-side failures are logged with `request_id` and `host`.
-pub fn rescue(error: GatewayError, request_id: &HeaderValue, host: &str) -> Response<Body> {
+pub fn rescue(error: GatewayError, request_id: &[u8], host: &str) -> Response<Body> {
     if let GatewayError::Conform(answer) = error {
         return answer.into_response(false, full);
     }
@@ -76,7 +76,7 @@ pub fn rescue(error: GatewayError, request_id: &HeaderValue, host: &str) -> Resp
     if status.is_server_error() {
         eprintln!(
             "knoxy: request {} for {host:?}: {status}: {error}",
-            String::from_utf8_lossy(request_id.as_bytes())
+            String::from_utf8_lossy(request_id)
         );
     }
     let mut response = text(status, error.public_body());
