@@ -34,6 +34,10 @@ const H2_PREFACE: &[u8; SNIFF_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const NONE: u64 = u64::MAX;
 /// While draining, idle connections are looked for this often.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
+/// While draining, an HTTP/1 connection idle this long closes. Not at once: a client that
+/// just got a response may be sending its next request (it gets `Connection: close` on the
+/// answer); closing under it would fail that request.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// An h2 connection told to go away gets this long to say so before it is dropped.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
@@ -93,6 +97,8 @@ pub(crate) struct Activity {
     /// The first byte read while idle, that is, the start of the next request; NONE if none.
     head_started: AtomicU64,
     draining: AtomicBool,
+    /// When the drain began; NONE before.
+    draining_since: AtomicU64,
 }
 
 // === The flow ===
@@ -203,12 +209,17 @@ impl Edge {
             let mut side_cx = Context::from_waker(&side_waker);
             if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
                 draining = true;
+                activity
+                    .draining_since
+                    .store(activity.now_ms(), Ordering::Relaxed);
                 activity.draining.store(true, Ordering::Relaxed);
-                // h2: GOAWAY, streams in flight finish. h1: an idle connection closes now, a
-                // busy one after its response (which says `Connection: close`).
-                conn.as_mut().graceful_shutdown();
+                // h2: GOAWAY, streams in flight finish. h1: the next response says
+                // `Connection: close`, and a connection idle for the grace closes.
+                if h2 {
+                    conn.as_mut().graceful_shutdown();
+                    cx.waker().wake_by_ref();
+                }
                 timer.as_mut().reset(Instant::now());
-                cx.waker().wake_by_ref();
             }
             while timer.as_mut().poll(&mut side_cx).is_ready() {
                 let now = Instant::now();
@@ -341,6 +352,7 @@ impl Activity {
             idle_since: AtomicU64::new(NONE),
             head_started: AtomicU64::new(NONE),
             draining: AtomicBool::new(false),
+            draining_since: AtomicU64::new(NONE),
         }
     }
 
@@ -366,8 +378,14 @@ impl Activity {
         }
         let at = |ms: u64, after: Duration| self.born + Duration::from_millis(ms) + after;
         let idle_since = self.idle_since.load(Ordering::Relaxed);
-        if self.draining.load(Ordering::Relaxed) {
-            return Some((self.born, Closed::Drained));
+        let draining_since = self.draining_since.load(Ordering::Relaxed);
+        if draining_since != NONE {
+            let since = if idle_since == NONE {
+                draining_since
+            } else {
+                idle_since.max(draining_since)
+            };
+            return Some((at(since, DRAIN_IDLE_GRACE), Closed::Drained));
         }
         if h2 {
             let since = if idle_since == NONE { 0 } else { idle_since };

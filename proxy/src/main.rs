@@ -60,6 +60,7 @@ use knoxy_control::derive::{DeriveConfig, Deriver, IngressStatus, Snapshot};
 use knoxy_control::files;
 use knoxy_edge::{ConnLimit, Edge, Limits};
 use parking_lot::Mutex;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -74,6 +75,8 @@ const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
 const DRAIN_TIMEOUT: u64 = 30;
 const UPGRADE_SOCK: &str = "/tmp/knoxy-upgrade.sock";
+/// The largest TLS record plus its header.
+const TLS_RECORD: usize = 16 * 1024 + 5;
 /// How many times, a second apart, the old process tries to hand its sockets to the new one.
 const UPGRADE_WAIT: usize = 30;
 
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
     for (label, addr) in &listeners {
         let gateway =
             |listener, tls: bool| Gateway::new(&parts, listener, tls.then(|| acceptor.clone()));
+        let tls_listener = matches!(*label, "https" | "private-https");
         let mut service = match *label {
             "public" => Service::new(label.to_string(), gateway(Listener::Public, false)),
             "https" => Service::new(label.to_string(), gateway(Listener::Public, true)),
@@ -226,7 +230,7 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        service.add_tcp(&addr.to_string());
+        service.add_listener(listener_config(*addr, tls_listener));
         server.add_service(service);
     }
     announce_when_listening(listeners);
@@ -305,6 +309,19 @@ fn announce_when_listening(addrs: Vec<(&'static str, SocketAddr)>) {
             println!("listening on {label} {addr}");
         }
     });
+}
+
+/// A listener whose connections Pingora hands over without its own 64 KiB read buffer:
+/// hyper buffers plain connections itself (the copy between the two cost every request, and
+/// each idle connection held the buffer); TLS keeps a record's worth, so that rustls reads
+/// a record at a time without a syscall per chunk.
+fn listener_config(addr: SocketAddr, tls: bool) -> ListenerConfig {
+    let buffers = if tls {
+        L4BufferSettings::new(TLS_RECORD, 0)
+    } else {
+        L4BufferSettings::unbuffered()
+    };
+    ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers)
 }
 
 /// Resolves port 0 to a free port now, since Pingora binds later by address.

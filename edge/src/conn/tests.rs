@@ -132,16 +132,13 @@ async fn a_backend_that_takes_longer_than_every_timeout_is_not_cut() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_drain_closes_an_idle_connection_at_once() {
+async fn a_drain_closes_an_idle_connection_after_a_grace_for_a_request_on_its_way() {
     let (mut client, task, tx) = start();
     get(&mut client, "/").await;
     tx.send(()).expect("drain");
     let (closed, took) = ended(task).await;
-    assert!(
-        matches!(closed, Closed::Drained | Closed::Finished),
-        "{closed:?}"
-    );
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    assert_eq!(closed, Closed::Drained);
+    assert_eq!(took, DRAIN_IDLE_GRACE);
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,7 +151,24 @@ async fn a_drain_lets_the_request_in_flight_finish_and_says_connection_close() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("connection: close"), "{response}");
     let (closed, _) = ended(task).await;
-    assert_ne!(closed, Closed::IdleTimeout);
+    assert_eq!(
+        closed,
+        Closed::Finished,
+        "closed after the response, as it said"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_during_the_drain_grace_is_answered_with_connection_close() {
+    let (mut client, task, tx) = start();
+    get(&mut client, "/").await;
+    tx.send(()).expect("drain");
+    tokio::time::sleep(DRAIN_IDLE_GRACE / 2).await;
+    let response = get(&mut client, "/").await;
+    assert!(response.contains("connection: close"), "{response}");
+    let (closed, took) = ended(task).await;
+    assert_eq!(closed, Closed::Finished);
+    assert_eq!(took, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
