@@ -402,6 +402,73 @@ async fn h2_continuation_flood_is_cut_and_the_gateway_keeps_serving() {
     assert_still_serving(&gw, "a CONTINUATION flood").await;
 }
 
+#[tokio::test]
+async fn h2_headers_over_the_limit_refuse_the_stream_not_the_connection() {
+    let (_pod, _dir, gw) = one_host_with("hello", HOST, &["--max-header-bytes", "65536"]);
+    let mut c = h2raw::open(gw.addr("public")).await;
+    // 96 KiB of headers on stream 1, in a HEADERS frame and CONTINUATIONs of 16 KiB.
+    let mut block = h2raw::get(HOST);
+    for _ in 0..6 {
+        block.extend(h2raw::filler(16 * 1024 - 8));
+    }
+    let chunks: Vec<&[u8]> = block.chunks(16 * 1024).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let (kind, flags) = match (i, last) {
+            (0, _) => (
+                h2raw::HEADERS,
+                h2raw::END_STREAM | if last { h2raw::END_HEADERS } else { 0 },
+            ),
+            (_, true) => (h2raw::CONTINUATION, h2raw::END_HEADERS),
+            _ => (h2raw::CONTINUATION, 0),
+        };
+        c.write_all(&h2raw::frame(kind, flags, 1, chunk))
+            .await
+            .unwrap();
+    }
+    // Then an ordinary request on the same connection.
+    c.write_all(&h2raw::frame(
+        h2raw::HEADERS,
+        h2raw::END_HEADERS | h2raw::END_STREAM,
+        3,
+        &h2raw::get(HOST),
+    ))
+    .await
+    .unwrap();
+    let mut answered = Vec::new();
+    within("answers on both streams", async {
+        while answered.len() < 2 {
+            let mut head = [0u8; 9];
+            c.read_exact(&mut head)
+                .await
+                .expect("the connection stays open");
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            c.read_exact(&mut payload).await.unwrap();
+            assert_ne!(
+                head[3],
+                h2raw::GOAWAY,
+                "GOAWAY for the connection: {payload:?}"
+            );
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == h2raw::HEADERS || head[3] == h2raw::RST_STREAM {
+                // HPACK 0x88 is `:status: 200` from the static table.
+                answered.push((stream, head[3], payload.first() == Some(&0x88)));
+            }
+        }
+    })
+    .await;
+    assert!(
+        answered.contains(&(1, h2raw::HEADERS, false)),
+        "stream 1 gets an answer that is not 200 (431): {answered:?}"
+    );
+    assert!(
+        answered.contains(&(3, h2raw::HEADERS, true)),
+        "stream 3 is served: {answered:?}"
+    );
+}
+
 // === What the upstream sees, what a stranger reads ===
 
 #[tokio::test]
