@@ -94,7 +94,7 @@ impl DirReader {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .filter(|p| is_config_file(p))
                 .collect(),
             Err(e) => {
                 // Nothing is known of any file: all of them keep what they had.
@@ -469,6 +469,14 @@ fn error(file: &Path, message: String) -> FileError {
 /// How long to wait after a change for the rest of it (editors write in several steps).
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(15);
 
+/// A file the directory source reads: `*.yaml` or `*.yml`.
+fn is_config_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
 /// Keeps a directory watched; dropping it stops the watch.
 pub struct DirWatch {
     _watcher: notify::RecommendedWatcher,
@@ -483,8 +491,13 @@ pub struct DirWatch {
 pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Loaded)> {
     use notify::Watcher as _;
     let (tx, rx) = mpsc::channel::<()>();
+    // Only changes to what is read count: a log or socket written into the directory must
+    // not reload it (a log line per reload would reload forever).
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let concerns_config = |e: &notify::Event| {
+            e.paths.is_empty() || e.paths.iter().any(|p| is_config_file(p) || p.is_dir())
+        };
+        if event.is_ok_and(|e| !e.kind.is_access() && concerns_config(&e)) {
             let _ = tx.send(());
         }
     })?;

@@ -450,3 +450,35 @@ async fn a_websocket_tunnel_holds_the_drain_until_it_closes() {
         .expect("exits once the tunnel closed");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn files_the_source_does_not_read_do_not_reload_it() {
+    let (_pod, dir, gw) = one_host("hello", "Enabled", "hello.example.com");
+    let generation = || async {
+        let metrics = knoxy_tests::get(&gw.url("admin", "/metrics")).await.2;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("knoxy_route_table_generation "))
+            .map(|n| n.parse::<u64>().unwrap())
+            .unwrap()
+    };
+    let before = generation().await;
+    // A log written into the directory (each reload logging a line would reload forever).
+    for i in 0..5 {
+        dir.write("knoxy.log", &format!("line {i}\n"));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // A YAML change is seen: once it is, the log's changes would have been too.
+    dir.write("other.yaml", "# nothing yet\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation().await == before {
+        assert!(Instant::now() < deadline, "a YAML change reloads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        generation().await,
+        before + 1,
+        "only the YAML change reloaded"
+    );
+}
