@@ -17,20 +17,8 @@ start_peers 18090 18111 18112
 ulimit -n 65536 2>/dev/null || true
 
 mkdir -p "$WORK/config"
-cat > "$WORK/config/hello.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: hello-00001, namespace: default}
-spec:
-  ports: [{name: http, port: 80, targetPort: $BACKEND}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: hello-00001-x, namespace: default, labels: {kubernetes.io/service-name: hello-00001}}
-addressType: IPv4
-endpoints: [{addresses: [127.0.0.1]}]
-ports: [{name: http, port: $BACKEND}]
----
+revision_yaml hello-00001 > "$WORK/config/hello.yaml"
+cat >> "$WORK/config/hello.yaml" <<YAML
 apiVersion: networking.internal.knative.dev/v1alpha1
 kind: Ingress
 metadata:

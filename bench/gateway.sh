@@ -21,23 +21,7 @@ start_peers 18080 18101 18102
 
 # Two revisions, both backed by the nginx backend, split 50/50 under one host.
 mkdir -p "$WORK/config"
-for rev in hello-00001 hello-00002; do
-  cat >> "$WORK/config/revisions.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: $rev, namespace: default}
-spec:
-  ports: [{name: http, port: 80, targetPort: $BACKEND}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: $rev-x, namespace: default, labels: {kubernetes.io/service-name: $rev}}
-addressType: IPv4
-endpoints: [{addresses: [127.0.0.1]}]
-ports: [{name: http, port: $BACKEND}]
----
-YAML
-done
+for rev in hello-00001 hello-00002; do revision_yaml "$rev" >> "$WORK/config/revisions.yaml"; done
 cat > "$WORK/config/hello.yaml" <<YAML
 apiVersion: networking.internal.knative.dev/v1alpha1
 kind: Ingress

@@ -18,6 +18,25 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# revision_yaml NAME: a revision's Service and EndpointSlice, its one pod the nginx backend.
+revision_yaml() {
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $1, namespace: default}
+spec:
+  ports: [{name: http, port: 80, targetPort: $BACKEND}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $1-x, namespace: default, labels: {kubernetes.io/service-name: $1}}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1]}]
+ports: [{name: http, port: $BACKEND}]
+---
+YAML
+}
+
 # require_free PORT...: fails when something already listens there (it would be measured instead).
 require_free() {
   for port in "$@"; do

@@ -76,24 +76,25 @@ impl Served {
     }
 }
 
+/// The route table of some YAML objects, for tests.
+#[cfg(test)]
+pub fn table_of(yaml: &str) -> RouteTable {
+    let mut snap = knoxy_control::derive::Snapshot::default();
+    let mut errors = Vec::new();
+    knoxy_control::files::add_documents(
+        std::path::Path::new("t.yaml"),
+        yaml,
+        &mut snap,
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    knoxy_control::derive::derive(&snap, &knoxy_control::derive::DeriveConfig::default()).table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use knoxy_control::derive::{derive, DeriveConfig, Snapshot};
     use std::net::SocketAddr;
-
-    fn table(yaml: &str) -> RouteTable {
-        let mut snap = Snapshot::default();
-        let mut errors = Vec::new();
-        knoxy_control::files::add_documents(
-            std::path::Path::new("t.yaml"),
-            yaml,
-            &mut snap,
-            &mut errors,
-        );
-        assert!(errors.is_empty(), "{errors:?}");
-        derive(&snap, &DeriveConfig::default()).table
-    }
 
     #[test]
     fn pools_of_endpoints_the_table_no_longer_names_are_dropped_and_others_kept() {
@@ -101,14 +102,14 @@ mod tests {
             format!("apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: a, namespace: d, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [a.example.com], http: {{paths: [{{splits: [{{serviceNamespace: d, serviceName: s, servicePort: 80}}]}}]}}}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: d}}\nspec: {{ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-1, namespace: d, labels: {{kubernetes.io/service-name: s}}}}\nendpoints: [{{addresses: [10.0.0.1, {ip}]}}]\nports: [{{port: 8012}}]\n")
         };
         let addr = |s: &str| Endpoint::Addr(s.parse::<SocketAddr>().expect("addr"));
-        let first = Served::new(table(&yaml("10.0.0.2")), &Served::default());
+        let first = Served::new(table_of(&yaml("10.0.0.2")), &Served::default());
         assert_eq!(first.pools.len(), 2);
         let kept = first.pool(addr("10.0.0.1:8012"));
         assert!(
             Arc::ptr_eq(&kept, &first.pool(addr("10.0.0.1:8012"))),
             "one pool per endpoint"
         );
-        let second = Served::new(table(&yaml("10.0.0.3")), &first);
+        let second = Served::new(table_of(&yaml("10.0.0.3")), &first);
         assert_eq!(second.pools.len(), 2);
         assert!(
             Arc::ptr_eq(&kept, &second.pool(addr("10.0.0.1:8012"))),

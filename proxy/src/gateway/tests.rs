@@ -15,8 +15,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use knoxy_control::derive::{derive, DeriveConfig, Snapshot};
-use knoxy_control::route::RouteTable;
 use knoxy_edge::{ConnLimit, Edge, Limits, Proto};
 use knoxy_upstream::{Connect, Connecting, Endpoint};
 use parking_lot::Mutex;
@@ -24,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::{Gateway, Listener, Parts};
 use crate::metrics::Metrics;
-use crate::upstreams::Served;
+use crate::upstreams::{table_of, Served};
 
 // === Pods in memory ===
 
@@ -104,23 +102,10 @@ fn objects(host: &str, splits: &[(&str, u32, &[&str])]) -> String {
     yaml
 }
 
-fn table(yaml: &str) -> RouteTable {
-    let mut snap = Snapshot::default();
-    let mut errors = Vec::new();
-    knoxy_control::files::add_documents(
-        std::path::Path::new("t.yaml"),
-        yaml,
-        &mut snap,
-        &mut errors,
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    derive(&snap, &DeriveConfig::default()).table
-}
-
 fn gateway(yaml: &str, pods: Pods) -> (Arc<Gateway>, Arc<Pods>) {
     let pods = Arc::new(pods);
     let connector: Arc<dyn Connect> = Arc::clone(&pods) as Arc<dyn Connect>;
-    let served = Served::new(table(yaml), &Served::connecting_with(connector));
+    let served = Served::new(table_of(yaml), &Served::connecting_with(connector));
     let parts = Parts {
         served: Arc::new(ArcSwap::from_pointee(served)),
         metrics: Arc::new(Metrics::new().expect("metrics")),

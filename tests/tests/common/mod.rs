@@ -36,9 +36,15 @@ pub struct PingStream {
 }
 
 impl PingStream {
-    pub async fn open(channel: tonic::transport::Endpoint) -> PingStream {
-        let mut grpc =
-            tonic::client::Grpc::new(within("gRPC connect", channel.connect()).await.unwrap());
+    /// Connects to `endpoint` and opens the call on that new connection.
+    pub async fn open(endpoint: tonic::transport::Endpoint) -> PingStream {
+        let channel = within("gRPC connect", endpoint.connect()).await.unwrap();
+        PingStream::open_on(channel).await
+    }
+
+    /// Opens the call on a connection the caller keeps (several calls may share it).
+    pub async fn open_on(channel: tonic::transport::Channel) -> PingStream {
+        let mut grpc = tonic::client::Grpc::new(channel);
         let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
         let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|message| (message, rx))
@@ -48,7 +54,7 @@ impl PingStream {
             "PingStream headers",
             grpc.streaming(
                 tonic::Request::new(outbound),
-                PathAndQuery::from_static("/knoxy.test.Ping/PingStream"),
+                PathAndQuery::from_static(knoxy_tests::grpc::PING_STREAM),
                 tonic_prost::ProstCodec::<PingRequest, PingReply>::default(),
             ),
         )

@@ -7,14 +7,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use http::uri::PathAndQuery;
-use knoxy_tests::grpc::{PingReply, PingRequest};
 use knoxy_tests::within;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
-use crate::common::grpc_endpoint;
+use crate::common::{grpc_endpoint, PingStream};
 use crate::fixture::*;
 
 #[tokio::test]
@@ -26,7 +24,7 @@ async fn grpc() {
     ready(&gw, "grpc", None).await;
 
     let conn = Conn::open(gw.addr("public"), "grpc.example.com:80").await;
-    let mut stream = PingStream::open(&conn).await;
+    let mut stream = PingStream::open_on(conn.channel.clone()).await;
     for i in 0..100 {
         let reply = stream.round_trip(&format!("hello {i}")).await;
         assert_eq!(reply, format!("pong: hello {i}grpc"));
@@ -52,7 +50,7 @@ async fn grpc_split() {
     let mut seen = BTreeSet::new();
     // Up to 100 streams on the one connection, each checked over 10 more round trips.
     for n in 0..100 {
-        let mut stream = PingStream::open(&conn).await;
+        let mut stream = PingStream::open_on(conn.channel.clone()).await;
         let first = format!("ping -{n}");
         let reply = stream.round_trip(&first).await;
         let backend = reply
@@ -129,61 +127,5 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.relay.abort();
-    }
-}
-
-/// A `knoxy.test.Ping/PingStream` call kept open on `Conn`: each `round_trip` sends one
-/// message and waits for its reply, so a test sees which backend answers every message.
-struct PingStream {
-    tx: tokio::sync::mpsc::Sender<PingRequest>,
-    inbound: tonic::Streaming<PingReply>,
-}
-
-impl PingStream {
-    async fn open(conn: &Conn) -> PingStream {
-        let mut grpc = tonic::client::Grpc::new(conn.channel.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel::<PingRequest>(1);
-        let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|message| (message, rx))
-        });
-        within("gRPC ready", grpc.ready()).await.unwrap();
-        let response = within(
-            "PingStream headers",
-            grpc.streaming(
-                tonic::Request::new(outbound),
-                PathAndQuery::from_static(knoxy_tests::grpc::PING_STREAM),
-                tonic_prost::ProstCodec::<PingRequest, PingReply>::default(),
-            ),
-        )
-        .await
-        .unwrap();
-        PingStream {
-            tx,
-            inbound: response.into_inner(),
-        }
-    }
-
-    async fn round_trip(&mut self, message: &str) -> String {
-        let request = PingRequest {
-            message: message.into(),
-        };
-        within("send on the stream", self.tx.send(request))
-            .await
-            .unwrap();
-        within("the reply", self.inbound.message())
-            .await
-            .unwrap()
-            .expect("a reply before the stream ends")
-            .message
-    }
-
-    /// Half-closes the stream; the server's end of the stream follows with status OK.
-    async fn finish(self) {
-        let PingStream { tx, mut inbound } = self;
-        drop(tx);
-        let end = within("end of the reply stream", inbound.message())
-            .await
-            .unwrap();
-        assert_eq!(end, None);
     }
 }
