@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fixture::{kingress, one_host, rule};
+use common::fixture::{kingress, one_host, one_host_with, rule};
 
 use std::time::{Duration, Instant};
 
@@ -303,7 +303,8 @@ async fn status_reports_conflicts_and_missing_backends_and_a_deletion_frees_the_
 
 #[tokio::test]
 async fn upstream_connections_are_reused_once_a_response_is_read() {
-    let (_pod, _dir, gw) = one_host("hello", "Enabled", "reuse.example.com");
+    // One worker thread: idle connections are kept per thread (no lock shared by threads).
+    let (_pod, _dir, gw) = one_host_with("hello", "reuse.example.com", &["--threads", "1"]);
     let mut peers = std::collections::BTreeSet::new();
     for path in ["/", "/?bytes=200000", "/", "/?stream=1&n=3&gap=1", "/"] {
         let (status, _, body) = get_host(&gw, "public", "reuse.example.com", path).await;

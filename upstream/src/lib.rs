@@ -14,8 +14,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -93,11 +95,35 @@ impl UpstreamError {
     }
 }
 
+/// One thread's idle connections, on a cache line of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<VecDeque<http1::SendRequest<Incoming>>>);
+
+/// As many shards as threads may run at once.
+static SHARDS: LazyLock<NonZeroUsize> = LazyLock::new(|| {
+    std::thread::available_parallelism().map_or(NonZeroUsize::MIN, |n| {
+        n.min(NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN))
+    })
+});
+
+/// This thread's shard: threads are numbered as they first ask.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SHARD.with(|s| *s % SHARDS.get())
+}
+
 pub struct Upstream {
     addr: Endpoint,
     /// None: TCP.
     connector: Option<Arc<dyn Connect>>,
-    idle: Mutex<VecDeque<http1::SendRequest<Incoming>>>,
+    /// Idle connections, in one shard per worker thread: each thread takes and returns its
+    /// own, so no lock is shared between threads on the request path.
+    idle: Box<[Shard]>,
+    /// Per shard.
     max_idle: usize,
     h2: tokio::sync::Mutex<H2>,
 }
@@ -131,8 +157,8 @@ impl Upstream {
         Arc::new(Upstream {
             addr,
             connector,
-            idle: Mutex::new(VecDeque::new()),
-            max_idle,
+            idle: (0..SHARDS.get()).map(|_| Shard::default()).collect(),
+            max_idle: max_idle.div_ceil(SHARDS.get()),
             h2: tokio::sync::Mutex::new(H2::default()),
         })
     }
@@ -207,7 +233,7 @@ impl Upstream {
     /// oldest are the likeliest to meet a server's keep-alive timeout). One released a moment
     /// ago may not be ready yet (its connection task has not run since the response ended).
     fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = self.idle.lock();
+        let mut idle = self.idle[shard()].0.lock();
         let mut cx = Context::from_waker(Waker::noop());
         for i in (0..idle.len()).rev() {
             match idle[i].poll_ready(&mut cx) {
@@ -283,7 +309,7 @@ impl Upstream {
 impl Lease {
     /// The response was read to its end: the connection can serve the next request.
     pub fn release(self) {
-        let mut idle = self.upstream.idle.lock();
+        let mut idle = self.upstream.idle[shard()].0.lock();
         if idle.len() < self.upstream.max_idle {
             idle.push_back(self.sender);
         }
