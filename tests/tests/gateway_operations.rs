@@ -34,7 +34,7 @@ async fn get_host(
 }
 
 #[tokio::test]
-async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
+async fn changes_go_live_while_a_broken_file_or_an_invalid_kingress_holds_back_only_its_own() {
     let (_pod, dir, gw) = one_host("a", "Enabled", "a.example.com");
     assert_eq!(
         get_host(&gw, "public", "a.example.com", "/").await.0,
@@ -76,6 +76,96 @@ async fn changes_go_live_and_a_broken_file_keeps_the_last_good_table() {
     assert_eq!(
         get_host(&gw, "public", "b.example.com", "/").await.0,
         StatusCode::OK
+    );
+
+    // One tenant's invalid edit (a percent over 100) keeps its last valid version served,
+    // with /status naming the field; another tenant's new KIngress goes live meanwhile.
+    dir.write(
+        "b.yaml",
+        &kingress(
+            "b",
+            "Enabled",
+            &rule("b.example.com", "ExternalIP", &[("hello-00001", 150)]),
+        ),
+    );
+    dir.write(
+        "d.yaml",
+        &kingress(
+            "d",
+            "Enabled",
+            &rule("d.example.com", "ExternalIP", &[("hello-00001", 100)]),
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_host(&gw, "public", "d.example.com", "/").await.0 != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "another tenant's change must go live"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get_host(&gw, "public", "b.example.com", "/").await.0,
+        StatusCode::OK,
+        "the invalid KIngress keeps its last valid version"
+    );
+    let status = json(&knoxy_tests::get(&gw.url("admin", "/status")).await.2);
+    let b = &status["ingresses"]["default/b"];
+    assert_eq!(b["reason"], "Invalid", "{status}");
+    assert!(
+        b["message"].as_str().unwrap().contains("percent"),
+        "{status}"
+    );
+    assert!(b["serving"].is_string(), "the hash still served: {status}");
+    assert!(
+        status["errors"].to_string().contains("c.yaml"),
+        "the broken file is listed: {status}"
+    );
+}
+
+#[tokio::test]
+async fn behind_the_gateway_the_queue_builds_forwarded_from_its_headers() {
+    let app = knoxy_tests::backend();
+    let queue = knoxy_tests::queue(app.addr("backend").port()).spawn();
+    let dir = knoxy_tests::TempDir::new("gw-queue");
+    let port = queue.addr("main").port();
+    dir.write(
+        "rev.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: rev, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: rev-x, namespace: default, labels: {{kubernetes.io/service-name: rev}}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {port}}}]\n"),
+    );
+    dir.write(
+        "fwd.yaml",
+        &kingress(
+            "fwd",
+            "Enabled",
+            &rule("fwd.example.com", "ExternalIP", &[("rev", 100)]),
+        ),
+    );
+    let gw = gateway(&dir.0);
+    let req = request_with(
+        Method::GET,
+        &gw.url("public", "/"),
+        &[
+            ("host", "fwd.example.com"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+        empty(),
+    );
+    let (status, _, body) = fetch(&http1_client(), req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = &json(&body)["headers"];
+    assert_eq!(seen["x-forwarded-proto"][0], "http", "{seen}");
+    let xff = seen["x-forwarded-for"][0].as_str().unwrap();
+    assert!(xff.starts_with("203.0.113.7, 127.0.0.1"), "{xff}");
+    let forwarded = seen["forwarded"][0].as_str().unwrap();
+    assert!(
+        forwarded.contains("for=203.0.113.7") && forwarded.contains("proto=http"),
+        "{forwarded}"
+    );
+    assert_eq!(
+        seen["x-request-id"][0].as_str().map(str::len),
+        Some(36),
+        "{seen}"
     );
 }
 
