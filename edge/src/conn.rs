@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conform::Reject;
 use crate::io::{ClientIo, SNIFF_LEN};
 use crate::Limits;
 
@@ -99,6 +100,8 @@ pub(crate) struct Activity {
     draining: AtomicBool,
     /// When the drain began; NONE before.
     draining_since: AtomicU64,
+    /// The request line being served had an unsupported version: answer 505.
+    refused_version: AtomicBool,
 }
 
 // === The flow ===
@@ -157,8 +160,21 @@ impl Edge {
         let tracked = Arc::clone(&activity);
         let svc = service_fn(move |req| {
             let guard = InFlight::start(&tracked);
-            let response = service(req);
+            let refused = guard.0.refused_version.swap(false, Ordering::Relaxed);
+            let response = (!refused).then(|| service(req));
             async move {
+                let Some(response) = response else {
+                    let reject = Reject::status_error(
+                        http::StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                        "unsupported protocol version",
+                    );
+                    let response =
+                        reject.into_response(true, |data| EdgeBody::Own { data: Some(data) });
+                    return Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _guard: guard,
+                    }));
+                };
                 let mut response = response.await;
                 if !h2 && guard.0.draining.load(Ordering::Relaxed) {
                     // Tells the client why the connection ends after this response.
@@ -167,7 +183,7 @@ impl Edge {
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, Infallible>(response.map(|body| Tracked {
-                    body,
+                    body: EdgeBody::App { body },
                     _guard: guard,
                 }))
             }
@@ -311,8 +327,8 @@ async fn sniff<S: AsyncRead + Unpin>(
 ) -> Result<(ClientIo<S>, bool), Closed> {
     let mut buf = [0u8; SNIFF_LEN];
     if proto != Proto::Sniff {
-        let io = ClientIo::new(io, buf, 0, Arc::clone(activity));
-        return Ok((io, proto == Proto::Http2));
+        let h2 = proto == Proto::Http2;
+        return Ok((ClientIo::new(io, buf, 0, Arc::clone(activity), !h2), h2));
     }
     let mut len = 0;
     let read = async {
@@ -332,7 +348,7 @@ async fn sniff<S: AsyncRead + Unpin>(
     }
     activity.read_some();
     let h2 = buf == *H2_PREFACE;
-    Ok((ClientIo::new(io, buf, len, Arc::clone(activity)), h2))
+    Ok((ClientIo::new(io, buf, len, Arc::clone(activity), !h2), h2))
 }
 
 /// Ends a connection a deadline caught: h1 is dropped (closed), h2 gets GOAWAY first.
@@ -353,6 +369,7 @@ impl Activity {
             head_started: AtomicU64::new(NONE),
             draining: AtomicBool::new(false),
             draining_since: AtomicU64::new(NONE),
+            refused_version: AtomicBool::new(false),
         }
     }
 
@@ -360,13 +377,19 @@ impl Activity {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
 
-    /// Bytes arrived: on an idle connection they start the next request's head.
-    pub(crate) fn read_some(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
-        {
+    /// Bytes arrived: on an idle connection they start the next request's head (true then).
+    pub(crate) fn read_some(&self) -> bool {
+        let starts = self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NONE;
+        if starts {
             self.head_started.store(self.now_ms(), Ordering::Relaxed);
         }
+        starts
+    }
+
+    /// The request being read has a version the server does not speak (505).
+    pub(crate) fn refuse_version(&self) {
+        self.refused_version.store(true, Ordering::Relaxed);
     }
 
     /// When this connection must close and why, if nothing changes; None while a request
@@ -428,28 +451,48 @@ pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight while it streams.
     pub struct Tracked<B> {
         #[pin]
-        body: B,
+        body: EdgeBody<B>,
         _guard: InFlight,
     }
 }
 
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
+pin_project_lite::pin_project! {
+    /// The service's body, or one the edge answered with itself.
+    #[project = EdgeBodyProj]
+    pub enum EdgeBody<B> {
+        App { #[pin] body: B },
+        Own { data: Option<Bytes> },
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Tracked<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
+        match self.project().body.project() {
+            EdgeBodyProj::App { body } => body.poll_frame(cx),
+            EdgeBodyProj::Own { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.body {
+            EdgeBody::App { body } => body.is_end_stream(),
+            EdgeBody::Own { data } => data.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.body {
+            EdgeBody::App { body } => body.size_hint(),
+            EdgeBody::Own { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 

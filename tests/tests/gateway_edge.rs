@@ -556,7 +556,7 @@ async fn a_refused_backend_gets_a_short_502_that_names_no_address() {
 #[tokio::test]
 async fn http1_requests_are_judged_as_go_judges_them() {
     let (_pod, _dir, gw) = one_host_with("hello", HOST, &[]);
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 7] = [
         ("no Host", "GET / HTTP/1.1\r\n\r\n", "400 Bad Request: missing required Host header"),
         (
             "two Hosts",
@@ -569,6 +569,8 @@ async fn http1_requests_are_judged_as_go_judges_them() {
             "501 Not Implemented",
         ),
         ("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: hello.example.com\r\nConnection: close\r\n\r\n", "200 OK"),
+        ("HTTP/2.0 on an HTTP/1 line", "GET / HTTP/2.0\r\nHost: hello.example.com\r\n\r\n", "505 HTTP Version Not Supported: unsupported protocol version"),
+        ("HTTP/1.2, served as 1.1", "GET / HTTP/1.2\r\nHost: hello.example.com\r\nConnection: close\r\n\r\n", "200 OK"),
         (
             "a broken chunk",
             "POST / HTTP/1.1\r\nHost: hello.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",

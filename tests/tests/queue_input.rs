@@ -550,7 +550,6 @@ async fn a_broken_chunk_in_a_request_body_is_a_400_not_a_502() {
 /// refuses all of them with an empty 400 before the queue's service runs, so this needs the
 /// connection layer (`server.rs`) to judge the request line first (`conform::check_version`).
 #[tokio::test]
-#[ignore = "needs the connection layer to read the request line before hyper (server.rs)"]
 async fn unsupported_versions_get_505_and_http_1_2_is_served() {
     let b = backend();
     let q = queue(port(&b)).spawn();

@@ -230,3 +230,49 @@ async fn an_idle_timeout_shorter_than_the_header_timeout_is_met() {
     assert_eq!(closed, Closed::IdleTimeout);
     assert_eq!(took, Duration::from_secs(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unsupported_http_version_gets_505_and_http_1_2_is_served_as_1_1() {
+    let (mut client, task, _drain) = start();
+    client
+        .write_all(b"GET /v HTTP/1.2\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"ok") {
+        let n = client.read(&mut buf).await.expect("read");
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    client
+        .write_all(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    loop {
+        let n = client.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with(
+            "HTTP/1.1 505 HTTP Version Not Supported: unsupported protocol version\r\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        text.ends_with("505 HTTP Version Not Supported: unsupported protocol version"),
+        "{text}"
+    );
+    assert_eq!(ended(task).await.0, Closed::Finished);
+}
