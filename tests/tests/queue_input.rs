@@ -577,7 +577,7 @@ async fn unsupported_versions_get_505_and_http_1_2_is_served() {
 /// Go answers 501 to any transfer coding but `chunked`; hyper refuses a request whose last
 /// coding is not `chunked` with an empty 400 before the queue's service runs.
 #[tokio::test]
-#[ignore = "needs the connection layer to see the head before hyper (server.rs)"]
+#[ignore = "hyper answers a lone unknown coding 400, as RFC 9112 §6.3 requires (Go answers 501)"]
 async fn a_lone_unknown_transfer_coding_gets_501() {
     let b = backend();
     let q = queue(port(&b)).spawn();
