@@ -94,8 +94,18 @@ fn configured_keys_encoders_and_a_file_output_are_honoured() {
     })
     .to_string();
     let q = queue(8080).env("SERVING_LOGGING_CONFIG", config).spawn();
-    let from_file = std::fs::read_to_string(&file).unwrap();
     let stdout = q.stdout_text();
+    // A line reaches stdout, then the file: wait until the file has caught up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let from_file = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if stdout.lines().all(|l| text.lines().any(|f| f == l))
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     for l in stdout.lines() {
         assert!(
             from_file.lines().any(|f| f == l),
