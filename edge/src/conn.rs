@@ -160,7 +160,11 @@ impl Edge {
         let tracked = Arc::clone(&activity);
         let svc = service_fn(move |req| {
             let guard = InFlight::start(&tracked);
-            let refused = guard.0.refused_version.swap(false, Ordering::Relaxed);
+            // A load, not a swap: no read-modify-write on every request.
+            let refused = guard.0.refused_version.load(Ordering::Relaxed);
+            if refused {
+                guard.0.refused_version.store(false, Ordering::Relaxed);
+            }
             let response = (!refused).then(|| service(req));
             async move {
                 let Some(response) = response else {

@@ -84,6 +84,8 @@ pub struct Gateway {
     listener: Listener,
     /// The listener's name in metrics and logs.
     label: &'static str,
+    /// Its open-connections gauge, looked up once (each lookup reads a lock all threads share).
+    open: prometheus::IntGauge,
     metrics: Arc<Metrics>,
     connections: Arc<Connections>,
     /// Set on the HTTPS listeners.
@@ -128,6 +130,10 @@ impl Gateway {
             served: Arc::clone(&parts.served),
             listener,
             label: listener.label(tls.is_some()),
+            open: parts
+                .metrics
+                .open_connections
+                .with_label_values(&[listener.label(tls.is_some())]),
             metrics: Arc::clone(&parts.metrics),
             connections: Arc::clone(&parts.connections),
             tls,
@@ -269,10 +275,7 @@ impl Gateway {
             let upstream_side = hyper::upgrade::on(&mut response);
             // The client connection lives on in the tunnel: counted for drain and the gauge.
             let counted = self.connections.open();
-            let gauge = self
-                .metrics
-                .open_connections
-                .with_label_values(&[self.label]);
+            let gauge = self.open.clone();
             gauge.inc();
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_side, upstream_side) {
@@ -306,7 +309,7 @@ impl ServerApp for Gateway {
             ConnLimit::refuse(stream, self.tls.is_none()).await;
             return None;
         };
-        let open = self.metrics.open_connections.with_label_values(&[listener]);
+        let open = &self.open;
         open.inc();
         let _counted = self.connections.open();
         let client_ip = stream

@@ -47,10 +47,12 @@ async fn answer(req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 async fn get(client: &mut DuplexStream, target: &str) -> String {
-    client
-        .write_all(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    send(client, &format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).await
+}
+
+/// Writes a raw request and reads until the test service's `ok` body.
+async fn send(client: &mut DuplexStream, raw: &str) -> String {
+    client.write_all(raw.as_bytes()).await.expect("write");
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.ends_with(b"ok") {
@@ -234,27 +236,13 @@ async fn an_idle_timeout_shorter_than_the_header_timeout_is_met() {
 #[tokio::test(start_paused = true)]
 async fn an_unsupported_http_version_gets_505_and_http_1_2_is_served_as_1_1() {
     let (mut client, task, _drain) = start();
-    client
-        .write_all(b"GET /v HTTP/1.2\r\nHost: a\r\n\r\n")
-        .await
-        .expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"ok") {
-        let n = client.read(&mut buf).await.expect("read");
-        assert!(n > 0, "{:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        got.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
+    let got = send(&mut client, "GET /v HTTP/1.2\r\nHost: a\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     client
         .write_all(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
         .await
         .expect("write");
-    let mut got = Vec::new();
+    let (mut got, mut buf) = (Vec::new(), [0u8; 1024]);
     loop {
         let n = client.read(&mut buf).await.expect("read");
         if n == 0 {
