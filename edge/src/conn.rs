@@ -64,6 +64,10 @@ pub enum Closed {
     IdleTimeout,
     /// Closed by a drain.
     Drained,
+    /// The TLS handshake did not finish within its timeout.
+    TlsHandshakeTimeout,
+    /// The TLS handshake failed (the client closed, or sent something that is not TLS).
+    TlsHandshakeFailed,
 }
 
 impl Closed {
@@ -73,6 +77,8 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::IdleTimeout => "idle_timeout",
             Closed::Drained => "drained",
+            Closed::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Closed::TlsHandshakeFailed => "tls_handshake_failed",
         }
     }
 }
@@ -303,20 +309,20 @@ pub async fn handshake<S>(
     acceptor: &TlsAcceptor,
     io: S,
     limits: &Limits,
-) -> Option<(TlsStream<S>, Proto)>
+) -> Result<(TlsStream<S>, Proto), Closed>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let tls = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(io))
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| Closed::TlsHandshakeTimeout)?
+        .map_err(|_| Closed::TlsHandshakeFailed)?;
     let proto = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         Proto::Http2
     } else {
         Proto::Http1
     };
-    Some((tls, proto))
+    Ok((tls, proto))
 }
 
 // === Helpers ===

@@ -320,11 +320,11 @@ impl ServerApp for Gateway {
             None => (Box::new(stream), Proto::Sniff, "http"),
             Some(acceptor) => {
                 match knoxy_edge::handshake(acceptor, stream, self.edge.limits()).await {
-                    Some((tls, proto)) => (Box::new(tls), proto, "https"),
-                    None => {
+                    Ok((tls, proto)) => (Box::new(tls), proto, "https"),
+                    Err(why) => {
                         self.metrics
                             .closed
-                            .with_label_values(&[listener, "tls_handshake"])
+                            .with_label_values(&[listener, why.as_str()])
                             .inc();
                         open.dec();
                         return None;

@@ -79,7 +79,7 @@ impl Metrics {
         let closed = IntCounterVec::new(
             Opts::new(
                 "knoxy_connections_closed_total",
-                "Client connections ended, by listener and reason (finished, header_timeout, idle_timeout, drained, tls_handshake, refused: over --max-connections)",
+                "Client connections ended, by listener and reason (finished, header_timeout, idle_timeout, drained, tls_handshake_timeout, tls_handshake_failed, refused: over --max-connections)",
             ),
             &["listener", "reason"],
         )?;

@@ -139,7 +139,7 @@ pub async fn serve_tls(
     edge: Arc<Edge>,
     stop: watch::Receiver<bool>,
 ) {
-    if let Some((tls, proto)) = knoxy_edge::handshake(&acceptor, stream, edge.limits()).await {
+    if let Ok((tls, proto)) = knoxy_edge::handshake(&acceptor, stream, edge.limits()).await {
         serve_main(tls, peer, true, proto, handler, edge, stop).await;
     }
 }

@@ -123,7 +123,7 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_its_timeout() {
             .lines()
             .find_map(|l| {
                 l.strip_prefix(
-                    "knoxy_connections_closed_total{listener=\"https\",reason=\"tls_handshake\"} ",
+                    "knoxy_connections_closed_total{listener=\"https\",reason=\"tls_handshake_timeout\"} ",
                 )
             })
             .map_or(0, |n| n.parse::<u64>().unwrap())
