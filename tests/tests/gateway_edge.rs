@@ -137,10 +137,11 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_its_timeout() {
         .unwrap();
     let (_, took) = until_closed(&mut stalled, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(900), "closed early: {took:?}");
-    assert_eq!(
-        handshakes_cut().await,
-        before + 1,
-        "counted as a cut handshake"
+    // At least: a stray connection from a parallel test to a reused port may be cut too.
+    let after = handshakes_cut().await;
+    assert!(
+        after > before,
+        "not counted as a cut handshake: {before} -> {after}"
     );
     assert_still_serving(&gw, "a stalled handshake").await;
 }
