@@ -176,6 +176,9 @@ fn main() -> ExitCode {
 
     let conf = ServerConf {
         threads: args.threads,
+        // One single-threaded runtime per worker: a connection stays on the thread that took
+        // it, so its wakes, idle upstream shard and metric memo are never shared.
+        work_stealing: false,
         grace_period_seconds: Some(args.drain_timeout),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: args.upgrade_sock.clone(),
