@@ -379,8 +379,10 @@ impl Gateway {
     }
 }
 
+/// The request's future is boxed: hyper moves what it is given into its connection state,
+/// and this one (the upstream's future inside) is kilobytes.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
-    conn.gateway.serve(&conn, req).await
+    Box::pin(conn.gateway.serve(&conn, req)).await
 }
 
 /// A client connection, plain or TLS.

@@ -172,13 +172,14 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let (mut sender, pooled) = match self.checkout() {
             Some(s) => (s, true),
-            None => (self.connect_h1().await?, false),
+            // Dialling is boxed: the pooled path's future stays small to create and move.
+            None => (Box::pin(self.connect_h1()).await?, false),
         };
         let response = match sender.try_send_request(req).await {
             Ok(response) => response,
             Err(mut e) => match e.take_message() {
                 Some(req) if pooled => {
-                    sender = self.connect_h1().await?;
+                    sender = Box::pin(self.connect_h1()).await?;
                     sender.send_request(req).await?
                 }
                 _ => return Err(e.into_error().into()),
@@ -210,7 +211,7 @@ impl Upstream {
                             return Err(UpstreamError::Shared(Arc::clone(e)));
                         }
                     }
-                    match self.connect_h2().await {
+                    match Box::pin(self.connect_h2()).await {
                         Ok(sender) => {
                             h2.sender = Some(sender.clone());
                             h2.failed = None;
