@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::drain::Drainer;
 use crate::handler::{Active, Handler, Timeouts};
@@ -19,6 +18,7 @@ use crate::requestlog::{self, RequestLog};
 use crate::server::{self, Listeners};
 use crate::stats::{self, Stats};
 use crate::usermetrics::UserMetrics;
+use knoxy_concurrency::Breaker;
 use knoxy_upstream::{Endpoint, Upstream};
 
 pub struct App {

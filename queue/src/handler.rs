@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use tokio::time::{sleep_until, Instant};
 
 use crate::body::{Body, TIMEOUT_BODY};
-use crate::breaker::{Breaker, Ticket};
 use crate::drain::Drainer;
 use crate::headers::{self, Scan, K_NETWORK_HASH, K_ORIGINAL_HOST};
 use crate::log;
@@ -22,6 +21,7 @@ use crate::readiness::Readiness;
 use crate::requestlog::{Entry, RequestLog};
 use crate::stats::{InFlight, Stats};
 use crate::usermetrics::{Record, UserMetrics};
+use knoxy_concurrency::{Breaker, Ticket};
 use knoxy_edge::conform::{self, Reject};
 use knoxy_upstream::{Lease, Upstream};
 

@@ -30,7 +30,6 @@
 
 mod app;
 mod body;
-mod breaker;
 mod config;
 mod drain;
 mod handler;

@@ -5,39 +5,20 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use knoxy_concurrency::{Stat, Window};
 use parking_lot::Mutex;
+use prost::Message;
 use tokio::time::Instant;
 
 /// `reportingPeriod`: one report a second; a scrape returns the latest.
 pub const REPORTING_PERIOD: Duration = Duration::from_secs(1);
 
-/// One report, as the fields of `metrics.Stat` (`S/pkg/autoscaler/metrics/stat.proto`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Report {
-    pub average_concurrent_requests: f64,
-    pub average_proxied_concurrent_requests: f64,
-    pub request_count: f64,
-    pub proxied_request_count: f64,
-    pub process_uptime: f64,
-}
-
 pub struct Stats {
     pod: String,
     window: Mutex<Window>,
-    latest: Mutex<Report>,
-}
-
-struct Window {
-    started: Instant,
-    last_change: Instant,
-    concurrency: u32,
-    proxied_concurrency: u32,
-    /// Σ concurrency × seconds since `started`.
-    weighted: f64,
-    proxied_weighted: f64,
-    requests: u32,
-    proxied_requests: u32,
+    /// The latest report, as the autoscaler reads it.
+    latest: Mutex<Stat>,
 }
 
 /// One counted request: concurrency goes down when it drops (the response was relayed or aborted).
@@ -48,33 +29,19 @@ pub struct InFlight {
 
 impl Stats {
     pub fn new(pod: String) -> Arc<Stats> {
-        let now = Instant::now();
         Arc::new(Stats {
-            pod,
-            window: Mutex::new(Window {
-                started: now,
-                last_change: now,
-                concurrency: 0,
-                proxied_concurrency: 0,
-                weighted: 0.0,
-                proxied_weighted: 0.0,
-                requests: 0,
-                proxied_requests: 0,
+            window: Mutex::new(Window::new(Instant::now().into_std())),
+            latest: Mutex::new(Stat {
+                pod_name: pod.clone(),
+                ..Stat::default()
             }),
-            latest: Mutex::new(Report::default()),
+            pod,
         })
     }
 
     /// A request entered the proxy handler; `proxied` is `K-Proxy-Request: activator`.
     pub fn enter(self: &Arc<Self>, proxied: bool) -> InFlight {
-        let mut w = self.window.lock();
-        w.advance(Instant::now());
-        w.concurrency += 1;
-        w.requests += 1;
-        if proxied {
-            w.proxied_concurrency += 1;
-            w.proxied_requests += 1;
-        }
+        self.window.lock().enter(Instant::now().into_std(), proxied);
         InFlight {
             stats: Arc::clone(self),
             proxied,
@@ -83,55 +50,26 @@ impl Stats {
 
     /// Closes the window ending `now` into a report; concurrency carries over.
     pub fn tick(&self, now: Instant, uptime: Duration) {
-        let report = {
-            let mut w = self.window.lock();
-            w.advance(now);
-            let secs = now.duration_since(w.started).as_secs_f64();
-            let period = REPORTING_PERIOD.as_secs_f64();
-            let avg = |sum: f64| if secs > 0.0 { sum / secs } else { 0.0 };
-            let report = Report {
-                average_concurrent_requests: avg(w.weighted),
-                average_proxied_concurrent_requests: avg(w.proxied_weighted),
-                request_count: f64::from(w.requests) / period,
-                proxied_request_count: f64::from(w.proxied_requests) / period,
-                process_uptime: uptime.as_secs_f64().floor(),
-            };
-            w.started = now;
-            w.weighted = 0.0;
-            w.proxied_weighted = 0.0;
-            w.requests = 0;
-            w.proxied_requests = 0;
-            report
+        let closed = self.window.lock().close(now.into_std());
+        let per_second = |n: u32| f64::from(n) / REPORTING_PERIOD.as_secs_f64();
+        *self.latest.lock() = Stat {
+            pod_name: self.pod.clone(),
+            average_concurrent_requests: closed.concurrency,
+            average_proxied_concurrent_requests: closed.proxied_concurrency,
+            request_count: per_second(closed.requests),
+            proxied_request_count: per_second(closed.proxied_requests),
+            process_uptime: uptime.as_secs_f64().floor(),
+            timestamp: 0,
         };
-        *self.latest.lock() = report;
     }
 
-    pub fn latest(&self) -> Report {
+    pub fn latest(&self) -> Stat {
         self.latest.lock().clone()
     }
 
-    /// The latest report as a proto3 `metrics.Stat` (zero fields omitted, ascending order).
+    /// The latest report as a proto3 `metrics.Stat`.
     pub fn protobuf(&self) -> Bytes {
-        let r = self.latest();
-        let mut buf = BytesMut::with_capacity(64 + self.pod.len());
-        if !self.pod.is_empty() {
-            buf.extend_from_slice(&[0x0a]);
-            crate::readiness::check::put_varint(&mut buf, self.pod.len() as u64);
-            buf.extend_from_slice(self.pod.as_bytes());
-        }
-        for (field, v) in [
-            (2u8, r.average_concurrent_requests),
-            (3, r.average_proxied_concurrent_requests),
-            (4, r.request_count),
-            (5, r.proxied_request_count),
-            (6, r.process_uptime),
-        ] {
-            if v != 0.0 {
-                buf.extend_from_slice(&[(field << 3) | 1]);
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        buf.freeze()
+        self.latest.lock().encode_to_vec().into()
     }
 
     /// The same report in Prometheus text, under the queue-proxy's former metric names.
@@ -174,25 +112,10 @@ impl Stats {
     }
 }
 
-impl Window {
-    fn advance(&mut self, now: Instant) {
-        let dt = now
-            .saturating_duration_since(self.last_change)
-            .as_secs_f64();
-        self.weighted += f64::from(self.concurrency) * dt;
-        self.proxied_weighted += f64::from(self.proxied_concurrency) * dt;
-        self.last_change = now;
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut w = self.stats.window.lock();
-        w.advance(Instant::now());
-        w.concurrency -= 1;
-        if self.proxied {
-            w.proxied_concurrency -= 1;
-        }
+        let now = Instant::now().into_std();
+        self.stats.window.lock().leave(now, self.proxied);
     }
 }
 
@@ -235,10 +158,7 @@ mod tests {
     #[test]
     fn protobuf_omits_zero_fields_and_orders_them() {
         let stats = Stats::new("pod-1".into());
-        *stats.latest.lock() = Report {
-            process_uptime: 14.0,
-            ..Report::default()
-        };
+        stats.latest.lock().process_uptime = 14.0;
         let mut want = b"\x0a\x05pod-1\x31".to_vec();
         want.extend_from_slice(&14.0f64.to_le_bytes());
         assert_eq!(&stats.protobuf()[..], &want[..]);

@@ -9,9 +9,9 @@ use http::{Method, Request, StatusCode, Version};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::headers::route_tag;
+use knoxy_concurrency::Breaker;
 
 /// Bucket bounds (seconds) of both duration histograms.
 const BUCKETS: [f64; 14] = [

@@ -8,6 +8,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -273,39 +274,27 @@ async fn grpc_health(port: u16, service: &str) -> Result<(), ProbeError> {
     }
 }
 
-/// `HealthCheckRequest { string service = 1; }`, proto3 (an empty string is omitted).
-fn health_request(service: &str) -> Bytes {
-    let mut buf = BytesMut::new();
-    if !service.is_empty() {
-        buf.extend_from_slice(&[0x0a]);
-        put_varint(&mut buf, service.len() as u64);
-        buf.extend_from_slice(service.as_bytes());
-    }
-    buf.freeze()
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
 }
 
-/// Reads field 1 (varint `status`) of `HealthCheckResponse`; absent means 0 (UNKNOWN).
-fn health_status(mut msg: &[u8]) -> Option<u64> {
-    let mut status = 0;
-    while !msg.is_empty() {
-        let key = read_varint(&mut msg)?;
-        match key & 7 {
-            0 => {
-                let v = read_varint(&mut msg)?;
-                if key >> 3 == 1 {
-                    status = v;
-                }
-            }
-            1 => msg = msg.get(8..)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut msg)?).ok()?;
-                msg = msg.get(len..)?;
-            }
-            5 => msg = msg.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(status)
+/// `grpc.health.v1.HealthCheckResponse`: `status` 1 is SERVING; absent is 0 (UNKNOWN).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+fn health_request(service: &str) -> Bytes {
+    let service = service.to_owned();
+    HealthCheckRequest { service }.encode_to_vec().into()
+}
+
+fn health_status(msg: &[u8]) -> Option<i32> {
+    HealthCheckResponse::decode(msg).ok().map(|r| r.status)
 }
 
 /// A gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, payload.
@@ -315,27 +304,6 @@ fn grpc_frame(msg: &[u8]) -> Bytes {
     buf.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     buf.extend_from_slice(msg);
     buf.freeze()
-}
-
-pub fn put_varint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.extend_from_slice(&[(v as u8) | 0x80]);
-        v >>= 7;
-    }
-    buf.extend_from_slice(&[v as u8]);
-}
-
-fn read_varint(msg: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = msg.split_first()?;
-        *msg = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

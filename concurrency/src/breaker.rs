@@ -1,5 +1,5 @@
-//! The breaker: at most `CONTAINER_CONCURRENCY` requests in flight to the user container, up
-//! to 10×CC more waiting in FIFO order, and an immediate overflow beyond (contract §4).
+//! The breaker: at most `concurrency` requests in flight, up to `capacity` admitted in all
+//! (the rest wait in FIFO order), and an immediate overflow beyond (Knative's `queue.Breaker`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
