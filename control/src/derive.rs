@@ -11,7 +11,8 @@ use http::{HeaderName, HeaderValue};
 use crate::k8s::{EndpointSlice, Secret, Service, APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
 use crate::kingress::{IngressBackendSplit, IntOrString, KIngress, KNOXY_INGRESS_CLASS};
 use crate::probe_hash::probe_hash;
-use crate::route::{Backend, Cert, Route, RouteTable, Split, Target, VirtualHost};
+use crate::revision::{Revision, PRIVATE_SUFFIX};
+use crate::route::{Backend, Cert, RevisionTarget, Route, RouteTable, Split, Target, VirtualHost};
 use crate::validate::{self, FieldError, CLUSTER_LOCAL};
 
 // === Types ===
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<Service>>,
     pub endpoint_slices: BTreeMap<String, Arc<EndpointSlice>>,
     pub secrets: BTreeMap<String, Arc<Secret>>,
+    /// Knative revisions: a split naming one goes to its pods through the activator role.
+    pub revisions: BTreeMap<String, Arc<Revision>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +352,7 @@ struct Reads {
     /// By `namespace/service-name`, the slices labelled with it.
     slices: Vec<(String, Vec<Arc<EndpointSlice>>)>,
     secrets: Vec<(String, Option<Arc<Secret>>)>,
+    revisions: Vec<(String, Option<Arc<Revision>>)>,
 }
 
 /// EndpointSlices by the `namespace/name` of the Service they belong to, in key order.
@@ -380,6 +384,12 @@ impl<'s> View<'s> {
         self.reads.secrets.push((key, found.cloned()));
         found
     }
+
+    fn revision(&mut self, key: String) -> Option<&'s Arc<Revision>> {
+        let found = self.snap.revisions.get(&key);
+        self.reads.revisions.push((key, found.cloned()));
+        found
+    }
 }
 
 impl Reads {
@@ -391,6 +401,10 @@ impl Reads {
                 .secrets
                 .iter()
                 .all(|(k, was)| same_opt(snap.secrets.get(k), was))
+            && self
+                .revisions
+                .iter()
+                .all(|(k, was)| same_opt(snap.revisions.get(k), was))
             && self.slices.iter().all(|(k, was)| {
                 let now = slices.get(k);
                 now.len() == was.len() && now.iter().zip(was).all(|(a, b)| same(a, b))
@@ -448,6 +462,10 @@ fn backend(
     port: &IntOrString,
 ) -> Result<Backend, IngressStatus> {
     let not_ready = |reason, message| IngressStatus::NotReady { reason, message };
+    if let Some(revision) = view.revision(format!("{ns}/{name}")) {
+        return revision_backend(view, revision)
+            .map_err(|e| not_ready("RevisionInvalid", format!("revision {ns}/{name}: {e}")));
+    }
     let service = view.service(format!("{ns}/{name}")).ok_or_else(|| {
         not_ready(
             "ServiceNotFound",
@@ -516,6 +534,56 @@ fn backend(
     addrs.sort_unstable();
     addrs.dedup();
     Ok(Backend::new(Target::Endpoints(addrs), h2c))
+}
+
+/// A revision's pods: the addresses of its private Service (`<rev>-private`) on the queue's
+/// port for the revision's protocol (`http`: 8012, `http2`: 8013), ready or not yet (§4.5).
+fn revision_backend(view: &mut View<'_>, revision: &Revision) -> Result<Backend, String> {
+    let settings = revision.settings()?;
+    let meta = &revision.metadata;
+    let port_name = if settings.h2c { "http2" } else { "http" };
+    let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+    let private = format!("{}/{}{PRIVATE_SUFFIX}", meta.namespace, meta.name);
+    for slice in view.slices(private) {
+        let Some(port) = slice
+            .ports
+            .iter()
+            .find(|p| p.name == port_name)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let pods = if endpoint.conditions.ready == Some(false) {
+                &mut not_ready
+            } else {
+                &mut ready
+            };
+            pods.extend(
+                endpoint
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .map(|ip| SocketAddr::new(ip, port)),
+            );
+        }
+    }
+    for pods in [&mut ready, &mut not_ready] {
+        pods.sort_unstable();
+        pods.dedup();
+    }
+    not_ready.retain(|p| ready.binary_search(p).is_err());
+    let target = RevisionTarget {
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        settings,
+        ready,
+        not_ready,
+    };
+    Ok(Backend::new(
+        Target::Revision(Arc::new(target)),
+        settings.h2c,
+    ))
 }
 
 fn cert(

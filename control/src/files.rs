@@ -8,7 +8,7 @@
 //! fixed). Objects are not validated here: `derive` judges KIngresses, and keeps serving
 //! the last valid version of one that turns invalid.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -335,23 +335,14 @@ fn too_large(limit: u64) -> String {
 
 /// Later files win for the same `namespace/name`, as if read one after the other.
 fn merge(into: &mut Snapshot, from: &Snapshot) {
-    into.ingresses.extend(
-        from.ingresses
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v))),
-    );
-    into.services.extend(
-        from.services
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v))),
-    );
-    into.endpoint_slices.extend(
-        from.endpoint_slices
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v))),
-    );
-    into.secrets
-        .extend(from.secrets.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+    fn extend<T>(into: &mut BTreeMap<String, Arc<T>>, from: &BTreeMap<String, Arc<T>>) {
+        into.extend(from.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+    }
+    extend(&mut into.ingresses, &from.ingresses);
+    extend(&mut into.services, &from.services);
+    extend(&mut into.endpoint_slices, &from.endpoint_slices);
+    extend(&mut into.secrets, &from.secrets);
+    extend(&mut into.revisions, &from.revisions);
 }
 
 /// Adds the objects of one file's text to `snap`, and its problems to `errors`.
@@ -430,6 +421,13 @@ fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), Obj
             let mut o: crate::k8s::EndpointSlice = typed(value).map_err(fail)?;
             namespace(&mut o.metadata);
             snap.endpoint_slices.insert(o.metadata.key(), Arc::new(o));
+        }
+        ("serving.knative.dev/v1", "Revision") => {
+            let mut o: crate::revision::Revision = typed(value).map_err(fail)?;
+            namespace(&mut o.metadata);
+            // The webhook's checks: a revision out of range is this document's error.
+            o.settings().map_err(fail)?;
+            snap.revisions.insert(o.metadata.key(), Arc::new(o));
         }
         ("v1", "Secret") => {
             let mut o: crate::k8s::Secret = typed(value).map_err(fail)?;

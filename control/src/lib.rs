@@ -12,5 +12,6 @@ pub mod files;
 pub mod k8s;
 pub mod kingress;
 pub mod probe_hash;
+pub mod revision;
 pub mod route;
 pub mod validate;

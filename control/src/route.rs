@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::revision::Settings;
+
 /// Everything the gateway's listeners need, swapped in whole when the objects change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteTable {
@@ -80,6 +82,20 @@ pub enum Target {
     Endpoints(Vec<SocketAddr>),
     /// An ExternalName Service: resolved by DNS at connect time.
     Dns { host: String, port: u16 },
+    /// A Knative revision: the gateway is its activator and sends to its pods directly.
+    Revision(Arc<RevisionTarget>),
+}
+
+/// A revision as the activator role sees it: its settings and its pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionTarget {
+    pub namespace: String,
+    pub name: String,
+    pub settings: Settings,
+    /// Ready pods on the queue port, sorted by address.
+    pub ready: Vec<SocketAddr>,
+    /// Pods Kubernetes does not call ready yet, sorted; not used until they are.
+    pub not_ready: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,12 +208,14 @@ impl Backend {
 
     /// The next endpoint in turn; None when there is none.
     pub fn pick(&self) -> Option<SocketAddr> {
-        match &self.target {
-            Target::Endpoints(addrs) if !addrs.is_empty() => {
-                Some(addrs[self.next.0.fetch_add(1, Ordering::Relaxed) % addrs.len()])
-            }
-            _ => None,
-        }
+        let addrs = match &self.target {
+            Target::Endpoints(addrs) => addrs,
+            // Until the throttler: the ready pods in turn.
+            Target::Revision(revision) => &revision.ready,
+            Target::Dns { .. } => return None,
+        };
+        (!addrs.is_empty())
+            .then(|| addrs[self.next.0.fetch_add(1, Ordering::Relaxed) % addrs.len()])
     }
 }
 

@@ -226,7 +226,8 @@ impl Gateway {
             .pick(fastrand::u32(0..100))
             .ok_or(GatewayError::NoSplit)?;
         let endpoint = match &split.backend.target {
-            Target::Endpoints(_) => {
+            // A revision's ready pods in turn; holding and throttling come with the activator.
+            Target::Endpoints(_) | Target::Revision(_) => {
                 Endpoint::Addr(split.backend.pick().ok_or(GatewayError::NoEndpoints)?)
             }
             Target::Dns { host, port } => Endpoint::Name {

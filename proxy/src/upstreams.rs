@@ -35,6 +35,7 @@ impl Served {
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
             let endpoints: Vec<Endpoint> = match &split.backend.target {
                 Target::Endpoints(addrs) => addrs.iter().copied().map(Endpoint::Addr).collect(),
+                Target::Revision(rev) => rev.ready.iter().copied().map(Endpoint::Addr).collect(),
                 Target::Dns { host, port } => vec![Endpoint::Name {
                     host: host.clone(),
                     port: *port,

@@ -73,6 +73,7 @@ fn addrs(split: &Split) -> Vec<String> {
     match &split.backend.target {
         Target::Endpoints(a) => a.iter().map(ToString::to_string).collect(),
         Target::Dns { host, port } => vec![format!("dns:{host}:{port}")],
+        Target::Revision(r) => r.ready.iter().map(|a| format!("pod:{a}")).collect(),
     }
 }
 
@@ -1045,5 +1046,173 @@ fn a_last_valid_version_keeps_its_host_only_while_it_is_the_oldest() {
         IngressStatus::Conflict {
             host: "x.example.com".into()
         }
+    );
+}
+
+// === Revisions: the activator role ===
+
+/// A `serving.knative.dev/v1` Revision and its private Service's EndpointSlice, as the
+/// revision controller and Kubernetes write them: queue ports 8012 (`http`) or 8013
+/// (`http2`) beside the queue's admin port, pods ready or not.
+fn knative_revision(
+    name: &str,
+    spec: serde_json::Value,
+    pods: &[(&str, bool)],
+) -> (Revision, EndpointSlice) {
+    let revision = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }))
+    .expect("a Revision");
+    let slice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-private-xyz"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": format!("{name}-private")}},
+        "addressType": "IPv4",
+        "endpoints": pods.iter().map(|(ip, ready)| json!({"addresses": [ip], "conditions": {"ready": ready}})).collect::<Vec<_>>(),
+        "ports": [{"name": "http-queueadm", "port": 8022}, {"name": "http", "port": 8012}, {"name": "http2", "port": 8013}],
+    }))
+    .expect("an EndpointSlice");
+    (revision, slice)
+}
+
+fn with_revisions(mut snap: Snapshot, revisions: Vec<(Revision, EndpointSlice)>) -> Snapshot {
+    for (rev, slice) in revisions {
+        snap.revisions.insert(rev.metadata.key(), Arc::new(rev));
+        snap.endpoint_slices
+            .insert(slice.metadata.key(), Arc::new(slice));
+    }
+    snap
+}
+
+fn revision_of(split: &Split) -> &RevisionTarget {
+    match &split.backend.target {
+        Target::Revision(r) => r,
+        other => panic!("not a revision: {other:?}"),
+    }
+}
+
+#[test]
+fn a_split_naming_a_revision_goes_to_its_private_pods_not_its_public_endpoints() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    // In Proxy mode the public Service's endpoints are the activators: the gateway itself.
+    let snap = with_revisions(
+        snapshot(
+            vec![ing],
+            vec![revision("hello-00001", false, &["10.9.9.9"])],
+        ),
+        vec![knative_revision(
+            "hello-00001",
+            json!({"containerConcurrency": 10, "timeoutSeconds": 60}),
+            &[("10.0.0.2", true), ("10.0.0.1", true), ("10.0.0.3", false)],
+        )],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    assert!(matches!(
+        &out.status["default/hello"],
+        IngressStatus::Ready { .. }
+    ));
+    let route = only_route(&out.table.public, "a.example.com");
+    let rev = revision_of(&route.splits[0]);
+    assert_eq!(
+        (rev.namespace.as_str(), rev.name.as_str()),
+        ("default", "hello-00001")
+    );
+    assert_eq!(
+        addrs(&route.splits[0]),
+        ["pod:10.0.0.1:8012", "pod:10.0.0.2:8012"]
+    );
+    assert_eq!(rev.not_ready, ["10.0.0.3:8012".parse().expect("addr")]);
+    assert_eq!(rev.settings.container_concurrency, 10);
+    assert_eq!(rev.settings.timeout, std::time::Duration::from_secs(60));
+    assert!(!route.splits[0].backend.h2c);
+    assert_eq!(
+        texts(&route.splits[0].append_headers),
+        [
+            ("knative-serving-namespace", "default"),
+            ("knative-serving-revision", "hello-00001")
+        ]
+    );
+}
+
+#[test]
+fn an_h2c_revision_uses_the_http2_queue_port_and_a_revision_at_zero_is_still_served() {
+    let paths = json!([{"splits": [split("grpc-00001", json!(81), 50), split("zero-00001", json!(80), 50)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    let h2c = json!({"containers": [{"ports": [{"name": "h2c", "containerPort": 8080}]}]});
+    let snap = with_revisions(
+        snapshot(vec![ing], vec![]),
+        vec![
+            knative_revision("grpc-00001", h2c, &[("10.0.0.1", true)]),
+            knative_revision("zero-00001", json!({}), &[]),
+        ],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    assert!(
+        matches!(&out.status["default/hello"], IngressStatus::Ready { .. }),
+        "{:?}",
+        out.status
+    );
+    let route = only_route(&out.table.public, "a.example.com");
+    assert_eq!(addrs(&route.splits[0]), ["pod:10.0.0.1:8013"]);
+    assert!(route.splits[0].backend.h2c);
+    // No pods: routed all the same (the activator holds its requests), none to pick yet.
+    assert!(revision_of(&route.splits[1]).ready.is_empty());
+    assert_eq!(route.splits[1].backend.pick(), None);
+}
+
+#[test]
+fn an_invalid_revision_keeps_its_ingress_not_ready_and_says_which_field() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    let snap = with_revisions(
+        snapshot(vec![ing], vec![]),
+        vec![knative_revision(
+            "hello-00001",
+            json!({"containerConcurrency": 1001}),
+            &[("10.0.0.1", true)],
+        )],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    assert_eq!(
+        out.status["default/hello"],
+        IngressStatus::NotReady {
+            reason: "RevisionInvalid",
+            message: "revision default/hello-00001: expected 0 <= 1001 <= 1000: spec.containerConcurrency".into(),
+        }
+    );
+}
+
+#[test]
+fn a_remembering_deriver_sees_a_revisions_pods_and_settings_change() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    let at = |cc: i64, pods: &[(&str, bool)]| {
+        with_revisions(
+            snapshot(vec![ing.clone()], vec![]),
+            vec![knative_revision(
+                "hello-00001",
+                json!({"containerConcurrency": cc}),
+                pods,
+            )],
+        )
+    };
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    for snap in [
+        at(1, &[]),
+        at(1, &[("10.0.0.1", false)]),
+        at(1, &[("10.0.0.1", true)]),
+        at(2, &[("10.0.0.1", true)]),
+    ] {
+        assert_eq!(
+            deriver.derive(&snap),
+            derive(&snap, &DeriveConfig::default())
+        );
+    }
+    let out = deriver.derive(&at(2, &[("10.0.0.1", true)]));
+    let rev = revision_of(&only_route(&out.table.public, "a.example.com").splits[0]).clone();
+    assert_eq!(
+        (rev.ready.len(), rev.settings.container_concurrency),
+        (1, 2)
     );
 }

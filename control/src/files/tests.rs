@@ -119,6 +119,24 @@ fn a_wrong_type_names_file_document_object_and_field() {
 }
 
 #[test]
+fn a_revision_loads_as_a_cluster_holds_it_and_an_out_of_range_one_names_its_field() {
+    let revision = "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata:\n  name: hello-00001\n  namespace: default\n  labels: {serving.knative.dev/service: hello}\nspec:\n  containerConcurrency: 10\n  timeoutSeconds: 300\n  containers:\n  - image: ghcr.io/knative/helloworld-go:latest\n    ports: [{containerPort: 8080, name: http1}]\n    readinessProbe: {successThreshold: 1, tcpSocket: {port: 0}}\nstatus:\n  observedGeneration: 1\n";
+    let (snap, errors) = load(revision);
+    assert_eq!(errors, []);
+    let settings = snap.revisions["default/hello-00001"]
+        .settings()
+        .expect("valid");
+    assert_eq!(settings.container_concurrency, 10);
+
+    let (snap, errors) = load(&revision.replace("timeoutSeconds: 300", "timeoutSeconds: 601"));
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["app.yaml: document 1: Revision default/hello-00001: expected 0 <= 601 <= 600: spec.timeoutSeconds"]
+    );
+    assert!(snap.revisions.is_empty());
+}
+
+#[test]
 fn an_invalid_ingress_is_loaded_for_derive_to_judge() {
     let (snap, errors) = load(&GOOD.replace("percent: 100", "percent: 60"));
     assert_eq!(
@@ -547,4 +565,42 @@ fn changes_are_loaded_and_failures_reported_without_stopping_the_watch() {
     wait_for((1, 1));
     std::fs::remove_file(dir.0.join("b.yaml")).expect("remove");
     wait_for((1, 0));
+}
+
+#[test]
+fn the_shipped_examples_load_and_every_ingress_in_them_is_ready() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut checked = 0;
+    for dir in std::fs::read_dir(&examples).expect("deploy/examples") {
+        let dir = dir.expect("an entry").path();
+        let Loaded {
+            snapshot: snap,
+            errors,
+        } = load_dir(&dir);
+        assert_eq!(errors, [], "{}", dir.display());
+        let out = crate::derive::derive(&snap, &crate::derive::DeriveConfig::default());
+        assert!(!out.status.is_empty(), "{}: no KIngress", dir.display());
+        for (name, status) in &out.status {
+            assert!(
+                matches!(status, crate::derive::IngressStatus::Ready { .. }),
+                "{}: {name}: {status:?}",
+                dir.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "hello and revision");
+}
+
+#[test]
+fn revisions_survive_the_merge_of_files() {
+    let dir = TempDir::new("merge");
+    dir.write(
+        "a.yaml",
+        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {name: r, namespace: n}\n",
+    );
+    dir.write("b.yaml", GOOD);
+    let loaded = load_dir(&dir.0);
+    assert_eq!(loaded.errors, []);
+    assert!(loaded.snapshot.revisions.contains_key("n/r"));
 }

@@ -332,3 +332,60 @@ async fn a_connection_the_pod_dropped_is_not_reused_and_no_request_fails() {
         "a new connection each time"
     );
 }
+
+// === Revisions (the activator role) ===
+
+/// A KIngress whose split names the revision `rev`: a Revision object, its public Service
+/// pointing at `public` (in Proxy mode, the activators), and its private Service's pods.
+fn revision_objects(rev: &str, public: &str, pods: &[&str]) -> String {
+    let endpoints = pods
+        .iter()
+        .map(|p| format!("{{addresses: [{p}]}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{containerConcurrency: 0, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}}}}}\nendpoints: [{{addresses: [{public}]}}]\nports: [{{name: http, port: 8012}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-private-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}-private}}}}\nendpoints: [{endpoints}]\nports: [{{name: http-queueadm, port: 8022}}, {{name: http, port: 8012}}]\n---\napiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: hello, namespace: default, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [hello.example.com], http: {{paths: [{{splits: [{{serviceNamespace: default, serviceName: {rev}, servicePort: 80}}]}}]}}}}]}}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_revision_split_goes_to_the_revisions_pods_in_turn_not_its_public_endpoints() {
+    let (gw, pods) = gateway(
+        &revision_objects("hello-00001", "10.9.9.9", &["10.0.0.1", "10.0.0.2"]),
+        Pods::default(),
+    );
+    let mut c = connect(&gw).await;
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = get(&mut c, "hello.example.com", "/", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answered.push(seen(&body)["pod"].as_str().unwrap_or("?").to_owned());
+    }
+    answered.sort();
+    assert_eq!(
+        answered,
+        [
+            "10.0.0.1:8012",
+            "10.0.0.1:8012",
+            "10.0.0.2:8012",
+            "10.0.0.2:8012"
+        ]
+    );
+    let public: SocketAddr = "10.9.9.9:8012".parse().expect("addr");
+    assert!(
+        !pods.dials.lock().contains_key(&public),
+        "not via the public Service"
+    );
+}
+
+#[tokio::test]
+async fn a_revision_with_no_pods_is_routed_and_answers_503_until_it_has_one() {
+    let (gw, _) = gateway(
+        &revision_objects("hello-00001", "10.9.9.9", &[]),
+        Pods::default(),
+    );
+    let mut c = connect(&gw).await;
+    let (status, body) = get(&mut c, "hello.example.com", "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!body.contains("10."), "no address in {body:?}");
+}

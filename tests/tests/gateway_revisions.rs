@@ -1,0 +1,101 @@
+//! The gateway as a revision's activator, so far: a split that names a Knative Revision goes
+//! to the pods of the revision's private Service, never to its public Service's endpoints
+//! (in Knative's Proxy mode those are the activators), and follows them as they change.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use knoxy_tests::{
+    backend_with, closed_port, empty, fetch, gateway, http1_client, json, request_with, Proc,
+    TempDir,
+};
+
+const HOST: &str = "hello.example.com";
+
+/// The KIngress, the Revision `hello-00001`, its public Service (its endpoint: a closed port)
+/// and its private Service's EndpointSlice with `pods` (test backends) on the `http` port.
+fn objects(pods: &[&Proc]) -> String {
+    // One slice per pod: a slice has one port list, and each test backend has its own port.
+    let slices: String = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {}}}]\n---\n",
+                p.addr("backend").port()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{HOST}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{containerConcurrency: 0, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
+        closed = closed_port()
+    )
+}
+
+async fn get(gw: &Proc) -> (StatusCode, String) {
+    let req = request_with(
+        Method::GET,
+        &gw.url("public", "/"),
+        &[("host", HOST)],
+        empty(),
+    );
+    let (status, _, body) = fetch(&http1_client(), req).await;
+    (status, body)
+}
+
+/// Polls until the gateway's answer satisfies `done`, for at most 10 s.
+async fn until(gw: &Proc, what: &str, done: impl Fn(StatusCode, &str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(gw).await;
+        if done(status, &body) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revision_split_reaches_the_private_pods_and_follows_them_from_zero() {
+    let (a, b) = (
+        backend_with(&["--suffix", "pod-a"]),
+        backend_with(&["--suffix", "pod-b"]),
+    );
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[]));
+    let gw = gateway(&dir.0);
+    // No pod yet: routed (the KIngress is served), and a short 503 naming nothing internal.
+    until(&gw, "no pods", |s, body| {
+        s == StatusCode::SERVICE_UNAVAILABLE && !body.contains("127.0.0.1")
+    })
+    .await;
+
+    dir.write("hello.yaml", &objects(&[&a]));
+    until(&gw, "pod a", |s, body| {
+        s == StatusCode::OK && body.contains("pod-a")
+    })
+    .await;
+
+    dir.write("hello.yaml", &objects(&[&a, &b]));
+    until(&gw, "pod b too", |s, body| {
+        s == StatusCode::OK && body.contains("pod-b")
+    })
+    .await;
+    let mut seen = (0, 0);
+    for _ in 0..10 {
+        let (status, body) = get(&gw).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let suffix = json(&body)["suffix"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match suffix.as_str() {
+            "pod-a" => seen.0 += 1,
+            "pod-b" => seen.1 += 1,
+            other => panic!("answered by {other:?}: {body}"),
+        }
+    }
+    assert_eq!(seen, (5, 5), "the pods in turn");
+}
