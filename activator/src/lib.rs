@@ -1,0 +1,11 @@
+//! The gateway's activator role (contract `ingress-activator.md` §4), one piece at a time.
+//!
+//! So far the [`Throttler`]: per revision, at most `containerConcurrency` requests in flight
+//! on each pod, the pod chosen by Knative's policy for that concurrency, and the requests
+//! beyond capacity (or while the revision has no pod) held in FIFO order, up to a bound, for
+//! at most the revision's timeout.
+
+mod policy;
+mod throttler;
+
+pub use throttler::{Lease, Refused, Throttler, DEFAULT_QUEUE_DEPTH};

@@ -1,0 +1,170 @@
+//! The throttler in paused time, and on real worker threads for the concurrency bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n], 8012))
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn cc_one_gives_each_pod_one_request_and_the_next_waits_for_a_slot() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
+    t.update(1, &[addr(2), addr(1)]);
+    let a = t.acquire(LONG).await.expect("room");
+    let b = t.acquire(LONG).await.expect("room");
+    assert_eq!(
+        (a.pod(), b.pod()),
+        (addr(1), addr(2)),
+        "lowest address first"
+    );
+    let waiting = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(LONG).await.map(|l| l.pod()) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(t.load(), (2, 1));
+    drop(b);
+    assert_eq!(waiting.await.expect("task"), Ok(addr(2)));
+    drop(a);
+    assert_eq!(t.load(), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_are_served_first_come_first_served() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
+    t.update(1, &[addr(1)]);
+    let first = t.acquire(LONG).await.expect("room");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..5 {
+        let (t, tx) = (Arc::clone(&t), tx.clone());
+        tokio::spawn(async move {
+            let lease = t.acquire(LONG).await.expect("served");
+            tx.send(n).expect("send");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(lease);
+        });
+        // Each queues before the next starts.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(first);
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        order.push(rx.recv().await.expect("a request served"));
+    }
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_queue_depth_a_request_is_refused_and_a_place_frees_when_a_waiter_leaves() {
+    let t = Throttler::new(1, 2);
+    t.update(1, &[addr(1)]);
+    let _busy = t.acquire(LONG).await.expect("room");
+    let w1 = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(LONG).await.map(|l| l.pod()) }
+    });
+    let w2 = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(Duration::from_millis(50)).await.map(|l| l.pod()) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        t.acquire(LONG).await.map(|l| l.pod()),
+        Err(Refused::QueueFull)
+    );
+    assert_eq!(w2.await.expect("task"), Err(Refused::Timeout));
+    // The second waiter gave up: its place is free again.
+    let w3 = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(Duration::from_millis(10)).await.map(|l| l.pod()) }
+    });
+    assert_eq!(
+        w3.await.expect("task"),
+        Err(Refused::Timeout),
+        "queued, not refused"
+    );
+    w1.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_pod_requests_are_held_until_one_appears_or_their_timeout() {
+    let t = Throttler::new(0, DEFAULT_QUEUE_DEPTH);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        t.acquire(Duration::from_secs(2)).await.map(|l| l.pod()),
+        Err(Refused::Timeout)
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    let held: Vec<_> = (0..20)
+        .map(|_| {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move { t.acquire(LONG).await.map(|l| l.pod()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(t.load(), (0, 20));
+    t.update(0, &[addr(7)]);
+    for h in held {
+        assert_eq!(
+            h.await.expect("task"),
+            Ok(addr(7)),
+            "unlimited: all at once"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_pod_list_keeps_the_counts_of_the_pods_that_stay() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
+    t.update(1, &[addr(1)]);
+    let on_1 = t.acquire(LONG).await.expect("room");
+    t.update(1, &[addr(1), addr(2)]);
+    let next = t.acquire(LONG).await.expect("room");
+    assert_eq!(next.pod(), addr(2), "pod 1 is still busy");
+    // Pod 1 leaves with its request running; the release finds nothing to give back.
+    t.update(1, &[addr(2), addr(3)]);
+    drop(on_1);
+    assert_eq!(t.load(), (1, 0));
+    // A bigger containerConcurrency gives room on the same pods.
+    t.update(2, &[addr(2), addr(3)]);
+    let second = t.acquire(LONG).await.expect("room");
+    assert_eq!(
+        second.pod(),
+        addr(2),
+        "the busy pod's second slot, first in order"
+    );
+    drop((next, second));
+    assert_eq!(t.load(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn never_more_than_cc_on_a_pod_from_requests_on_every_thread() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
+    t.update(1, &[addr(1), addr(2)]);
+    let on_pod: Arc<HashMap<SocketAddr, AtomicU32>> =
+        Arc::new([(addr(1), AtomicU32::new(0)), (addr(2), AtomicU32::new(0))].into());
+    let worst = Arc::new(AtomicU32::new(0));
+    let tasks: Vec<_> = (0..400)
+        .map(|_| {
+            let (t, on_pod, worst) = (Arc::clone(&t), Arc::clone(&on_pod), Arc::clone(&worst));
+            tokio::spawn(async move {
+                let lease = t.acquire(LONG).await.expect("served");
+                let now = on_pod[&lease.pod()].fetch_add(1, Ordering::SeqCst) + 1;
+                worst.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                on_pod[&lease.pod()].fetch_sub(1, Ordering::SeqCst);
+                drop(lease);
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(worst.load(Ordering::SeqCst), 1);
+    assert_eq!(t.load(), (0, 0));
+}
