@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -16,8 +17,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper_util::rt::TokioIo;
+use knoxy_activator::{Lease, Refused, Throttler};
 use knoxy_control::route::{HostTable, Route, Split, Target};
 use knoxy_edge::{conform, Closed, ConnLimit, Edge, Proto};
 use knoxy_upstream::{hop, Endpoint, LeasedBody, Upstream};
@@ -106,12 +108,23 @@ struct Conn {
     scheme: HeaderValue,
 }
 
+/// Where a routed request goes.
+enum Destination {
+    /// An endpoint chosen already.
+    Upstream(Arc<Upstream>),
+    /// A revision: the pod is the one its throttler grants, once one has room.
+    Revision {
+        throttler: Arc<Throttler>,
+        timeout: Duration,
+    },
+}
+
 /// A request routed and rewritten, ready to go to its upstream.
 struct Prepared {
     req: Request<Incoming>,
     /// An end-to-end upgrade (WebSocket): tunnelled over HTTP/1.1.
     tunnel: bool,
-    upstream: Arc<Upstream>,
+    to: Destination,
     h2c: bool,
 }
 
@@ -225,21 +238,24 @@ impl Gateway {
         let split = route
             .pick(fastrand::u32(0..100))
             .ok_or(GatewayError::NoSplit)?;
-        let endpoint = match &split.backend.target {
-            // A revision's ready pods in turn; holding and throttling come with the activator.
-            Target::Endpoints(_) | Target::Revision(_) => {
-                Endpoint::Addr(split.backend.pick().ok_or(GatewayError::NoEndpoints)?)
-            }
-            Target::Dns { host, port } => Endpoint::Name {
+        let to = match &split.backend.target {
+            Target::Endpoints(_) => Destination::Upstream(served.pool(Endpoint::Addr(
+                split.backend.pick().ok_or(GatewayError::NoEndpoints)?,
+            ))),
+            Target::Dns { host, port } => Destination::Upstream(served.pool(Endpoint::Name {
                 host: host.clone(),
                 port: *port,
+            })),
+            Target::Revision(rev) => Destination::Revision {
+                throttler: served.throttler(rev),
+                timeout: rev.settings.timeout,
             },
         };
         rewrite(&mut req, route, split, conn, seen);
         Ok(Ok(Prepared {
             tunnel: seen.tunnel,
             req,
-            upstream: served.pool(endpoint),
+            to,
             h2c: split.backend.h2c,
         }))
     }
@@ -251,11 +267,26 @@ impl Gateway {
         let Prepared {
             mut req,
             tunnel,
-            upstream,
+            to,
             h2c,
         } = match prepared {
             Ok(p) => p,
             Err(answered) => return Ok(answered),
+        };
+        // The throttle step: a revision's request waits here for room on a pod.
+        let (upstream, slot) = match to {
+            Destination::Upstream(upstream) => (upstream, None),
+            Destination::Revision { throttler, timeout } => {
+                let slot = throttler
+                    .acquire(timeout)
+                    .await
+                    .map_err(|refused| match refused {
+                        Refused::QueueFull => GatewayError::QueueFull,
+                        Refused::Timeout => GatewayError::ActivatorTimeout,
+                    })?;
+                let pod = Endpoint::Addr(slot.pod());
+                (self.served.load().pool(pod), Some(slot))
+            }
         };
         // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
         let upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
@@ -286,11 +317,23 @@ impl Gateway {
                 }
                 gauge.dec();
                 drop(counted);
+                // A tunnel is one request in flight on its pod until it closes.
+                drop(slot);
             });
             return Ok(response.map(|_| empty()));
         }
         hop::strip(response.headers_mut(), false);
-        Ok(response.map(|body| LeasedBody::new(body, lease).boxed_unsync()))
+        Ok(match slot {
+            None => response.map(|body| LeasedBody::new(body, lease).boxed_unsync()),
+            // The pod's slot is held until the response has been relayed (or abandoned).
+            Some(slot) => response.map(|body| {
+                Held {
+                    body: LeasedBody::new(body, lease),
+                    _slot: slot,
+                }
+                .boxed_unsync()
+            }),
+        })
     }
 }
 
@@ -391,6 +434,32 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 // === Helpers ===
+
+/// A response body holding a revision's pod slot until it is dropped.
+struct Held<B> {
+    body: B,
+    _slot: Lease,
+}
+
+impl<B: HttpBody + Unpin> HttpBody for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// What the upstream sees besides the client's request: the rule's appended headers (path
 /// level, then split level, replacing the client's), `override` probes carrying the

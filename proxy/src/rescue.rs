@@ -29,6 +29,12 @@ pub enum GatewayError {
     /// The request breaks HTTP/1.x's rules (or is `OPTIONS *`, answered here).
     #[error("refused: {0:?}")]
     Conform(Answer),
+    /// The revision already holds as many requests as its queue may (Knative's 503).
+    #[error("the revision's queue is full")]
+    QueueFull,
+    /// No pod of the revision had room within its timeout (Knative's 504).
+    #[error("no pod of the revision had room within its timeout")]
+    ActivatorTimeout,
     /// The client's request body broke mid-way (a bad chunk, a short body).
     #[error("client body: {0}")]
     ClientBody(&'static str),
@@ -38,7 +44,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::UnknownHost | GatewayError::NoRoute => StatusCode::NOT_FOUND,
-            GatewayError::NoSplit | GatewayError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoSplit | GatewayError::NoEndpoints | GatewayError::QueueFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::ActivatorTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::BadAuthority | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Conform(Answer::Reject(r)) => r.status,
             GatewayError::Conform(Answer::ServerOptions) => StatusCode::OK,
@@ -55,6 +64,8 @@ impl GatewayError {
             GatewayError::UnknownHost => "no such host\n",
             GatewayError::NoRoute => "no route\n",
             GatewayError::NoSplit | GatewayError::NoEndpoints => "no healthy upstream\n",
+            GatewayError::QueueFull => "pending request queue full\n",
+            GatewayError::ActivatorTimeout => "activator request timeout",
             GatewayError::BadAuthority => "bad host\n",
             GatewayError::ClientBody(detail) => detail,
             GatewayError::Conform(_) => "",

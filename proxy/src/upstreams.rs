@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use knoxy_control::route::{RouteTable, Target};
+use knoxy_activator::{Throttler, DEFAULT_QUEUE_DEPTH};
+use knoxy_control::route::{RevisionTarget, RouteTable, Target};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
 /// Idle HTTP/1.1 connections kept per endpoint (Knative's `MaxIdleConnsPerHost`).
@@ -17,12 +18,21 @@ type Fast = foldhash::fast::RandomState;
 /// The table being served and the upstream pools of every endpoint it names, swapped in
 /// together: a request finds its pool without a lock, and a pool lives as long as some
 /// table names its endpoint.
-#[derive(Default)]
 pub struct Served {
     pub table: RouteTable,
     pools: HashMap<Endpoint, Arc<Upstream>, Fast>,
+    /// Each revision's throttler, by `namespace/name`: it outlives tables, as its requests do.
+    throttlers: HashMap<String, Arc<Throttler>, Fast>,
+    /// How many requests a revision may hold (`--activator-queue-depth`).
+    queue_depth: usize,
     /// How new pools open connections (None: TCP); the in-memory tests plug one in.
     connector: Option<Arc<dyn Connect>>,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Served::holding(DEFAULT_QUEUE_DEPTH)
+    }
 }
 
 impl Served {
@@ -31,8 +41,20 @@ impl Served {
     /// (requests still running on them finish on their own connections).
     pub fn new(table: RouteTable, previous: &Served) -> Served {
         let mut pools = HashMap::with_capacity_and_hasher(previous.pools.len(), Fast::default());
+        let mut throttlers = HashMap::default();
         let vhosts = table.public.vhosts().chain(table.private.vhosts());
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
+            if let Target::Revision(rev) = &split.backend.target {
+                let key = format!("{}/{}", rev.namespace, rev.name);
+                let cc = rev.settings.container_concurrency;
+                let throttler = previous
+                    .throttlers
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Throttler::new(cc, previous.queue_depth));
+                throttler.update(cc, &rev.ready);
+                throttlers.insert(key, throttler);
+            }
             let endpoints: Vec<Endpoint> = match &split.backend.target {
                 Target::Endpoints(addrs) => addrs.iter().copied().map(Endpoint::Addr).collect(),
                 Target::Revision(rev) => rev.ready.iter().copied().map(Endpoint::Addr).collect(),
@@ -54,7 +76,34 @@ impl Served {
         Served {
             table,
             pools,
+            throttlers,
+            queue_depth: previous.queue_depth,
             connector: previous.connector.clone(),
+        }
+    }
+
+    /// An empty table whose revisions may each hold `queue_depth` requests.
+    pub fn holding(queue_depth: usize) -> Served {
+        Served {
+            table: RouteTable::default(),
+            pools: HashMap::default(),
+            throttlers: HashMap::default(),
+            queue_depth,
+            connector: None,
+        }
+    }
+
+    /// The throttler of the revision `rev`; one the table does not name (a request that
+    /// outlived its table) gets one of its own.
+    pub fn throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {
+        let key = format!("{}/{}", rev.namespace, rev.name);
+        match self.throttlers.get(&key) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let t = Throttler::new(rev.settings.container_concurrency, self.queue_depth);
+                t.update(rev.settings.container_concurrency, &rev.ready);
+                t
+            }
         }
     }
 

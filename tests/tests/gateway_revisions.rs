@@ -1,6 +1,7 @@
 //! The gateway as a revision's activator, so far: a split that names a Knative Revision goes
 //! to the pods of the revision's private Service, never to its public Service's endpoints
-//! (in Knative's Proxy mode those are the activators), and follows them as they change.
+//! (in Knative's Proxy mode those are the activators), and follows them as they change; with
+//! no pod, requests are held until one appears, or answered 504 at the revision's timeout.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ const HOST: &str = "hello.example.com";
 
 /// The KIngress, the Revision `hello-00001`, its public Service (its endpoint: a closed port)
 /// and its private Service's EndpointSlice with `pods` (test backends) on the `http` port.
-fn objects(pods: &[&Proc]) -> String {
+fn objects(pods: &[&Proc], spec: &str) -> String {
     // One slice per pod: a slice has one port list, and each test backend has its own port.
     let slices: String = pods
         .iter()
@@ -28,7 +29,7 @@ fn objects(pods: &[&Proc]) -> String {
         })
         .collect();
     format!(
-        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{HOST}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{containerConcurrency: 0, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
+        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{HOST}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
         closed = closed_port()
     )
 }
@@ -58,27 +59,59 @@ async fn until(gw: &Proc, what: &str, done: impl Fn(StatusCode, &str) -> bool) {
 }
 
 #[tokio::test]
-async fn a_revision_split_reaches_the_private_pods_and_follows_them_from_zero() {
+async fn with_no_pod_a_request_waits_for_the_revision_timeout_then_gets_504() {
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[], "timeoutSeconds: 1"));
+    let gw = gateway(&dir.0);
+    let started = Instant::now();
+    let (status, body) = get(&gw).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_round_robin() {
     let (a, b) = (
         backend_with(&["--suffix", "pod-a"]),
         backend_with(&["--suffix", "pod-b"]),
     );
     let dir = TempDir::new("gw");
-    dir.write("hello.yaml", &objects(&[]));
+    // containerConcurrency above 3: Knative's round robin, so the turns can be counted.
+    let spec = "containerConcurrency: 10, timeoutSeconds: 30";
+    dir.write("hello.yaml", &objects(&[], spec));
     let gw = gateway(&dir.0);
-    // No pod yet: routed (the KIngress is served), and a short 503 naming nothing internal.
-    until(&gw, "no pods", |s, body| {
-        s == StatusCode::SERVICE_UNAVAILABLE && !body.contains("127.0.0.1")
-    })
-    .await;
+    let held: Vec<_> = (0..20)
+        .map(|_| {
+            let url = gw.url("public", "/");
+            tokio::spawn(async move {
+                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                let (status, _, body) = fetch(&http1_client(), req).await;
+                (status, body, Instant::now())
+            })
+        })
+        .collect();
+    // Time for the requests to arrive and be held; then the revision gets its first pod.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let appeared = Instant::now();
+    dir.write("hello.yaml", &objects(&[&a], spec));
+    for request in held {
+        let (status, body, answered) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("pod-a"), "{body}");
+        assert!(
+            answered >= appeared,
+            "answered before the pod appeared: held, not failed"
+        );
+    }
 
-    dir.write("hello.yaml", &objects(&[&a]));
-    until(&gw, "pod a", |s, body| {
-        s == StatusCode::OK && body.contains("pod-a")
-    })
-    .await;
-
-    dir.write("hello.yaml", &objects(&[&a, &b]));
+    dir.write("hello.yaml", &objects(&[&a, &b], spec));
     until(&gw, "pod b too", |s, body| {
         s == StatusCode::OK && body.contains("pod-b")
     })
@@ -87,11 +120,7 @@ async fn a_revision_split_reaches_the_private_pods_and_follows_them_from_zero() 
     for _ in 0..10 {
         let (status, body) = get(&gw).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let suffix = json(&body)["suffix"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        match suffix.as_str() {
+        match json(&body)["suffix"].as_str().unwrap_or_default() {
             "pod-a" => seen.0 += 1,
             "pod-b" => seen.1 += 1,
             other => panic!("answered by {other:?}: {body}"),

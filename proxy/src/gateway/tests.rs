@@ -338,20 +338,31 @@ async fn a_connection_the_pod_dropped_is_not_reused_and_no_request_fails() {
 /// A KIngress whose split names the revision `rev`: a Revision object, its public Service
 /// pointing at `public` (in Proxy mode, the activators), and its private Service's pods.
 fn revision_objects(rev: &str, public: &str, pods: &[&str]) -> String {
+    revision_objects_with(rev, public, pods, "containerConcurrency: 0")
+}
+
+/// [`revision_objects`] with more of the Revision's spec (`timeoutSeconds: 1`, say).
+fn revision_objects_with(rev: &str, public: &str, pods: &[&str], spec: &str) -> String {
     let endpoints = pods
         .iter()
         .map(|p| format!("{{addresses: [{p}]}}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{containerConcurrency: 0, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}}}}}\nendpoints: [{{addresses: [{public}]}}]\nports: [{{name: http, port: 8012}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-private-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}-private}}}}\nendpoints: [{endpoints}]\nports: [{{name: http-queueadm, port: 8022}}, {{name: http, port: 8012}}]\n---\napiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: hello, namespace: default, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [hello.example.com], http: {{paths: [{{splits: [{{serviceNamespace: default, serviceName: {rev}, servicePort: 80}}]}}]}}}}]}}\n"
+        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}}}}}\nendpoints: [{{addresses: [{public}]}}]\nports: [{{name: http, port: 8012}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-private-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}-private}}}}\nendpoints: [{endpoints}]\nports: [{{name: http-queueadm, port: 8022}}, {{name: http, port: 8012}}]\n---\napiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: hello, namespace: default, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [hello.example.com], http: {{paths: [{{splits: [{{serviceNamespace: default, serviceName: {rev}, servicePort: 80}}]}}]}}}}]}}\n"
     )
 }
 
 #[tokio::test]
 async fn a_revision_split_goes_to_the_revisions_pods_in_turn_not_its_public_endpoints() {
+    // containerConcurrency above 3: Knative's round robin.
     let (gw, pods) = gateway(
-        &revision_objects("hello-00001", "10.9.9.9", &["10.0.0.1", "10.0.0.2"]),
+        &revision_objects_with(
+            "hello-00001",
+            "10.9.9.9",
+            &["10.0.0.1", "10.0.0.2"],
+            "containerConcurrency: 10",
+        ),
         Pods::default(),
     );
     let mut c = connect(&gw).await;
@@ -379,13 +390,51 @@ async fn a_revision_split_goes_to_the_revisions_pods_in_turn_not_its_public_endp
 }
 
 #[tokio::test]
-async fn a_revision_with_no_pods_is_routed_and_answers_503_until_it_has_one() {
-    let (gw, _) = gateway(
+async fn a_revision_with_no_pods_holds_the_request_and_answers_504_at_its_timeout() {
+    let objects = revision_objects_with("hello-00001", "10.9.9.9", &[], "timeoutSeconds: 1");
+    let (gw, pods) = gateway(&objects, Pods::default());
+    let mut c = connect(&gw).await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(&mut c, "hello.example.com", "/", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(pods.dials.lock().is_empty(), "nothing dialled");
+}
+
+#[tokio::test]
+async fn a_held_request_goes_to_the_first_pod_that_appears() {
+    let (gw, pods) = gateway(
         &revision_objects("hello-00001", "10.9.9.9", &[]),
         Pods::default(),
     );
     let mut c = connect(&gw).await;
-    let (status, body) = get(&mut c, "hello.example.com", "/", &[]).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(!body.contains("10."), "no address in {body:?}");
+    let held = tokio::spawn(async move { get(&mut c, "hello.example.com", "/", &[]).await });
+    // Wait until the request is held, then give the revision a pod, as a reload would.
+    let throttler = {
+        let served = gw.served.load();
+        let (_, vhost) = served
+            .table
+            .public
+            .find_named("hello.example.com")
+            .expect("host");
+        match &vhost.routes[0].splits[0].backend.target {
+            knoxy_control::route::Target::Revision(rev) => served.throttler(rev),
+            other => panic!("not a revision: {other:?}"),
+        }
+    };
+    while throttler.load().1 == 0 {
+        tokio::task::yield_now().await;
+    }
+    let next = Served::new(
+        table_of(&revision_objects("hello-00001", "10.9.9.9", &["10.0.0.5"])),
+        &gw.served.load(),
+    );
+    gw.served.store(Arc::new(next));
+    let (status, body) = held.await.expect("task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(seen(&body)["pod"], "10.0.0.5:8012");
+    assert_eq!(pods.dials.lock().len(), 1);
 }
