@@ -37,6 +37,12 @@
 //! Upstream connections are pooled per endpoint (`knoxy-upstream`, shared with knoxy-queue),
 //! and the pools live with the table that names their endpoints (`upstreams::Served`).
 //!
+//! The activator role (`knoxy-activator`), so far: a split that names a Knative Revision goes
+//! to the pods of the revision's private Service through the revision's throttler
+//! (containerConcurrency per pod, Knative's pod policy); with no pod with room, requests wait
+//! in order, at most `--activator-queue-depth` (10,000) per revision (then 503), at most
+//! the revision's `timeoutSeconds` (then 504 `activator request timeout`).
+//!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
 //! fixed certificate files).
@@ -71,7 +77,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::Served;
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-queue-depth N] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -94,6 +100,8 @@ struct Args {
     upgrade: bool,
     upgrade_sock: String,
     access_log: bool,
+    /// Requests a revision may hold waiting for a pod before the next gets a 503.
+    queue_depth: usize,
 }
 
 /// What every listener reads: the routes (with their upstream pools) and the certificates,
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
         }
     };
     let tables = Arc::new(Tables {
-        served: Arc::default(),
+        served: Arc::new(ArcSwap::from_pointee(Served::holding(args.queue_depth))),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
@@ -357,6 +365,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         upgrade: false,
         upgrade_sock: UPGRADE_SOCK.to_owned(),
         access_log: false,
+        queue_depth: knoxy_activator::DEFAULT_QUEUE_DEPTH,
     };
     let mut config_dir = None;
     while let Some(arg) = args.next() {
@@ -369,6 +378,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--upgrade-sock" => parsed.upgrade_sock = value()?,
             "--threads" => parsed.threads = count(&arg, &value()?, 1..=1024)?,
             "--max-connections" => parsed.max_connections = count(&arg, &value()?, 1..=10_000_000)?,
+            "--activator-queue-depth" => {
+                parsed.queue_depth = count(&arg, &value()?, 0..=10_000_000)?
+            }
             "--max-header-bytes" => {
                 limits.max_header_bytes = count(&arg, &value()?, 1024..=64 << 20)?
             }
@@ -466,9 +478,12 @@ mod tests {
             "--upgrade",
             "--upgrade-sock",
             "/tmp/x.sock",
+            "--activator-queue-depth",
+            "12",
         ])
         .expect("valid");
         assert_eq!(a.threads, 3);
+        assert_eq!(a.queue_depth, 12);
         assert_eq!(a.limits.header_read_timeout, Duration::from_millis(2500));
         assert_eq!(a.limits.idle_timeout, Duration::from_secs(7));
         assert_eq!(a.limits.tls_handshake_timeout, Duration::from_secs(1));

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use knoxy_tests::{
-    backend_with, closed_port, empty, fetch, gateway, http1_client, json, request_with, Proc,
-    TempDir,
+    backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client, json,
+    request_with, Proc, TempDir,
 };
 
 const HOST: &str = "hello.example.com";
@@ -73,6 +73,46 @@ async fn with_no_pod_a_request_waits_for_the_revision_timeout_then_gets_504() {
         started.elapsed() >= Duration::from_millis(900),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn past_the_queue_depth_a_request_gets_503_at_once() {
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[], "timeoutSeconds: 2"));
+    let gw = gateway_with(&dir.0, &["--activator-queue-depth", "1"]);
+    // Three at once into one place: whichever comes first waits its 2 s, the others are refused.
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let url = gw.url("public", "/");
+            tokio::spawn(async move {
+                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                let (status, _, body) = fetch(&http1_client(), req).await;
+                (status, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in requests {
+        answers.push(r.await.unwrap());
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pending request queue full\n".to_owned()
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pending request queue full\n".to_owned()
+            ),
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "activator request timeout".to_owned()
+            ),
+        ]
     );
 }
 
