@@ -8,4 +8,4 @@
 mod policy;
 mod throttler;
 
-pub use throttler::{Lease, Refused, Throttler, DEFAULT_QUEUE_DEPTH};
+pub use throttler::{Lease, Load, Refused, Throttler, DEFAULT_QUEUE_DEPTH};

@@ -45,6 +45,19 @@ pub struct Lease {
     pod: SocketAddr,
     /// False for a lease that never reached its request (its slot was taken back at once).
     armed: bool,
+    /// The request waited for it (no pod had room when it came).
+    waited: bool,
+}
+
+/// What a throttler holds now, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Requests on a pod.
+    pub in_flight: u32,
+    /// Requests waiting for room.
+    pub waiting: usize,
+    /// Pods it may use.
+    pub pods: usize,
 }
 
 // === The flow ===
@@ -114,27 +127,26 @@ impl Throttler {
         }
     }
 
-    /// Requests in flight through this throttler, and requests waiting.
-    pub fn load(&self) -> (u32, usize) {
+    pub fn load(&self) -> Load {
         let st = self.state.lock();
-        let in_flight = st.pods.iter().map(|p| p.in_flight).sum();
-        (
-            in_flight,
-            st.waiting.iter().filter(|w| !w.is_closed()).count(),
-        )
+        Load {
+            in_flight: st.pods.iter().map(|p| p.in_flight).sum(),
+            waiting: st.waiting.iter().filter(|w| !w.is_closed()).count(),
+            pods: st.pods.len(),
+        }
     }
 
     /// Gives the room there is to the requests waiting, oldest first.
     fn dispatch(self: &Arc<Self>, st: &mut State) {
-        while let Some(first) = st.waiting.front() {
-            if first.is_closed() {
-                st.waiting.pop_front();
+        while let Some(waiter) = st.waiting.pop_front() {
+            if waiter.is_closed() {
                 continue;
             }
-            let Some(lease) = self.take(st) else { return };
-            let Some(waiter) = st.waiting.pop_front() else {
+            let Some(mut lease) = self.take(st) else {
+                st.waiting.push_front(waiter);
                 return;
             };
+            lease.waited = true;
             if let Err(mut lease) = waiter.send(lease) {
                 // It gave up just now: the slot goes back, under the lock already held.
                 lease.armed = false;
@@ -152,6 +164,7 @@ impl Throttler {
             throttler: Arc::clone(self),
             pod: pods[i].addr,
             armed: true,
+            waited: false,
         })
     }
 }
@@ -160,6 +173,11 @@ impl Lease {
     /// The pod to send the request to.
     pub fn pod(&self) -> SocketAddr {
         self.pod
+    }
+
+    /// Whether the request waited for its slot (a cold start, or a revision at capacity).
+    pub fn waited(&self) -> bool {
+        self.waited
     }
 }
 

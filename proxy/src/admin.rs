@@ -25,9 +25,12 @@ use pingora_core::server::ShutdownWatch;
 use serde_json::{json, Map, Value};
 
 use crate::metrics::Metrics;
+use crate::upstreams::Served;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
+    /// The table served, for the activator's per-revision gauges.
+    pub served: Arc<ArcSwap<Served>>,
     pub status: Arc<ArcSwap<Status>>,
     /// Set on SIGTERM: load balancers must stop sending new connections.
     pub draining: Arc<AtomicBool>,
@@ -47,7 +50,12 @@ impl Admin {
         let (status, body, content_type) = match req.uri().path() {
             "/metrics" => (
                 StatusCode::OK,
-                Bytes::from(self.metrics.render()),
+                Bytes::from({
+                    let served = self.served.load();
+                    let loads = served.throttlers().map(|(key, t)| (key, t.load()));
+                    self.metrics.observe_throttlers(loads);
+                    self.metrics.render()
+                }),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             "/status" => (

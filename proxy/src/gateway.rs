@@ -8,7 +8,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Incoming};
 use hyper_util::rt::TokioIo;
 use knoxy_activator::{Lease, Refused, Throttler};
-use knoxy_control::route::{HostTable, Route, Split, Target};
+use knoxy_control::route::{HostTable, RevisionTarget, Route, Split, Target};
 use knoxy_edge::{conform, Closed, ConnLimit, Edge, Proto};
 use knoxy_upstream::{hop, Endpoint, LeasedBody, Upstream};
 use pingora_core::apps::ServerApp;
@@ -115,7 +114,7 @@ enum Destination {
     /// A revision: the pod is the one its throttler grants, once one has room.
     Revision {
         throttler: Arc<Throttler>,
-        timeout: Duration,
+        revision: Arc<RevisionTarget>,
     },
 }
 
@@ -248,7 +247,7 @@ impl Gateway {
             })),
             Target::Revision(rev) => Destination::Revision {
                 throttler: served.throttler(rev),
-                timeout: rev.settings.timeout,
+                revision: Arc::clone(rev),
             },
         };
         rewrite(&mut req, route, split, conn, seen);
@@ -276,14 +275,11 @@ impl Gateway {
         // The throttle step: a revision's request waits here for room on a pod.
         let (upstream, slot) = match to {
             Destination::Upstream(upstream) => (upstream, None),
-            Destination::Revision { throttler, timeout } => {
-                let slot = throttler
-                    .acquire(timeout)
-                    .await
-                    .map_err(|refused| match refused {
-                        Refused::QueueFull => GatewayError::QueueFull,
-                        Refused::Timeout => GatewayError::ActivatorTimeout,
-                    })?;
+            Destination::Revision {
+                throttler,
+                revision,
+            } => {
+                let slot = self.throttle(&throttler, &revision).await?;
                 let pod = Endpoint::Addr(slot.pod());
                 (self.served.load().pool(pod), Some(slot))
             }
@@ -334,6 +330,40 @@ impl Gateway {
                 .boxed_unsync()
             }),
         })
+    }
+}
+
+impl Gateway {
+    /// Waits for a slot on one of the revision's pods; a refusal or a wait is counted.
+    async fn throttle(
+        &self,
+        throttler: &Arc<Throttler>,
+        revision: &RevisionTarget,
+    ) -> Result<Lease, GatewayError> {
+        let started = std::time::Instant::now();
+        let labels = [revision.namespace.as_str(), revision.name.as_str()];
+        match throttler.acquire(revision.settings.timeout).await {
+            Ok(slot) => {
+                if slot.waited() {
+                    self.metrics
+                        .revision_wait
+                        .with_label_values(&labels)
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Ok(slot)
+            }
+            Err(refused) => {
+                let (reason, error) = match refused {
+                    Refused::QueueFull => ("queue_full", GatewayError::QueueFull),
+                    Refused::Timeout => ("timeout", GatewayError::ActivatorTimeout),
+                };
+                self.metrics
+                    .revision_refused
+                    .with_label_values(&[labels[0], labels[1], reason])
+                    .inc();
+                Err(error)
+            }
+        }
     }
 }
 

@@ -233,6 +233,7 @@ fn main() -> ExitCode {
                     label.to_string(),
                     admin::Admin {
                         metrics: Arc::clone(&tables.metrics),
+                        served: Arc::clone(&tables.served),
                         status: Arc::clone(&tables.status),
                         draining: Arc::clone(&draining),
                     },

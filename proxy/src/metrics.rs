@@ -11,6 +11,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use knoxy_activator::Load;
+
 use crate::gateway::Matched;
 
 /// The request metrics' children one thread has used, by what labels them: prometheus'
@@ -46,7 +48,16 @@ pub struct Metrics {
     pub table_load_seconds: Gauge,
     pub table_ingresses: IntGauge,
     pub table_load_failures: IntCounter,
+    /// The activator role, per revision: gauges set from the throttlers at each scrape.
+    pub revision_concurrency: IntGaugeVec,
+    pub revision_waiting: IntGaugeVec,
+    pub revision_pods: IntGaugeVec,
+    pub revision_refused: IntCounterVec,
+    pub revision_wait: HistogramVec,
 }
+
+/// Knative's activator labels a revision so.
+const REVISION_LABELS: [&str; 2] = ["namespace_name", "revision_name"];
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
@@ -99,6 +110,49 @@ impl Metrics {
             "knoxy_route_table_load_failures_total",
             "Loads rejected (the last good table stayed)",
         )?;
+        let revision_concurrency = IntGaugeVec::new(
+            Opts::new(
+                "activator_request_concurrency",
+                "Requests of a revision in the gateway's activator role, waiting or on a pod",
+            ),
+            &REVISION_LABELS,
+        )?;
+        let revision_waiting = IntGaugeVec::new(
+            Opts::new(
+                "knoxy_activator_waiting_requests",
+                "Requests of a revision waiting for a pod with room",
+            ),
+            &REVISION_LABELS,
+        )?;
+        let revision_pods = IntGaugeVec::new(
+            Opts::new(
+                "knoxy_activator_pods",
+                "Pods of a revision the throttler sends to",
+            ),
+            &REVISION_LABELS,
+        )?;
+        let revision_refused = IntCounterVec::new(
+            Opts::new(
+                "knoxy_activator_refused_total",
+                "Requests of a revision refused: queue_full (503) or timeout (504)",
+            ),
+            &["namespace_name", "revision_name", "reason"],
+        )?;
+        let revision_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "knoxy_activator_wait_seconds",
+                "Time a request waited for a pod with room (cold starts, revisions at capacity)",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &REVISION_LABELS,
+        )?;
+        registry.register(Box::new(revision_concurrency.clone()))?;
+        registry.register(Box::new(revision_waiting.clone()))?;
+        registry.register(Box::new(revision_pods.clone()))?;
+        registry.register(Box::new(revision_refused.clone()))?;
+        registry.register(Box::new(revision_wait.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
@@ -117,6 +171,11 @@ impl Metrics {
             table_load_seconds,
             table_ingresses,
             table_load_failures,
+            revision_concurrency,
+            revision_waiting,
+            revision_pods,
+            revision_refused,
+            revision_wait,
         })
     }
 
@@ -158,6 +217,28 @@ impl Metrics {
             child.requests.inc();
             child.duration.observe(secs);
         });
+    }
+
+    /// Sets the per-revision gauges from what each throttler holds now; a revision no longer
+    /// served loses its series.
+    pub fn observe_throttlers<'a>(&self, throttlers: impl Iterator<Item = (&'a str, Load)>) {
+        self.revision_concurrency.reset();
+        self.revision_waiting.reset();
+        self.revision_pods.reset();
+        for (key, load) in throttlers {
+            let labels = key
+                .split_once('/')
+                .map_or([key, ""], |(ns, name)| [ns, name]);
+            let waiting = i64::try_from(load.waiting).unwrap_or(i64::MAX);
+            let pods = i64::try_from(load.pods).unwrap_or(i64::MAX);
+            self.revision_concurrency
+                .with_label_values(&labels)
+                .set(i64::from(load.in_flight).saturating_add(waiting));
+            self.revision_waiting
+                .with_label_values(&labels)
+                .set(waiting);
+            self.revision_pods.with_label_values(&labels).set(pods);
+        }
     }
 
     /// Prometheus text exposition of every family.

@@ -93,6 +93,11 @@ impl Served {
         }
     }
 
+    /// Every revision's throttler, by `namespace/name`.
+    pub fn throttlers(&self) -> impl Iterator<Item = (&str, &Arc<Throttler>)> {
+        self.throttlers.iter().map(|(k, t)| (k.as_str(), t))
+    }
+
     /// The throttler of the revision `rev`; one the table does not name (a request that
     /// outlived its table) gets one of its own.
     pub fn throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {

@@ -45,6 +45,32 @@ async fn get(gw: &Proc) -> (StatusCode, String) {
     (status, body)
 }
 
+/// The value of the series named `name` (with its labels, or the only series of that name).
+async fn metric(gw: &Proc, name: &str) -> Option<String> {
+    let text = knoxy_tests::get(&gw.url("admin", "/metrics")).await.2;
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let bare = series.split('{').next()?;
+        (series == name || bare == name).then(|| value.to_owned())
+    })
+}
+
+/// Polls the admin port until the series `name` reads `value`, for at most 10 s.
+async fn until_metric(gw: &Proc, name: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(gw, name).await;
+        if got.as_deref() == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: still {got:?}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls until the gateway's answer satisfies `done`, for at most 10 s.
 async fn until(gw: &Proc, what: &str, done: impl Fn(StatusCode, &str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -97,6 +123,14 @@ async fn past_the_queue_depth_a_request_gets_503_at_once() {
         answers.push(r.await.unwrap());
     }
     answers.sort();
+    let refused = |reason: &str| {
+        format!("knoxy_activator_refused_total{{namespace_name=\"default\",reason=\"{reason}\",revision_name=\"hello-00001\"}}")
+    };
+    assert_eq!(
+        metric(&gw, &refused("queue_full")).await.as_deref(),
+        Some("2")
+    );
+    assert_eq!(metric(&gw, &refused("timeout")).await.as_deref(), Some("1"));
     assert_eq!(
         answers,
         [
@@ -137,8 +171,18 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
             })
         })
         .collect();
-    // Time for the requests to arrive and be held; then the revision gets its first pod.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once all 20 are held, the revision gets its first pod.
+    until_metric(&gw, "knoxy_activator_waiting_requests", "20").await;
+    assert_eq!(
+        metric(&gw, "activator_request_concurrency")
+            .await
+            .as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        metric(&gw, "knoxy_activator_pods").await.as_deref(),
+        Some("0")
+    );
     let appeared = Instant::now();
     dir.write("hello.yaml", &objects(&[&a], spec));
     for request in held {

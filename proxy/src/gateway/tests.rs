@@ -425,7 +425,7 @@ async fn a_held_request_goes_to_the_first_pod_that_appears() {
             other => panic!("not a revision: {other:?}"),
         }
     };
-    while throttler.load().1 == 0 {
+    while throttler.load().waiting == 0 {
         tokio::task::yield_now().await;
     }
     let next = Served::new(
