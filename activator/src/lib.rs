@@ -3,9 +3,12 @@
 //! So far the [`Throttler`]: per revision, at most `containerConcurrency` requests in flight
 //! on each pod, the pod chosen by Knative's policy for that concurrency, and the requests
 //! beyond capacity (or while the revision has no pod) held in FIFO order, up to a bound, for
-//! at most the revision's timeout.
+//! at most the revision's timeout. Each throttler counts its revision's demand (waiting
+//! requests included) and [`stats`] reports it to Knative's autoscaler over its websocket.
 
 mod policy;
+pub mod stats;
 mod throttler;
 
-pub use throttler::{Lease, Load, Refused, Throttler, DEFAULT_QUEUE_DEPTH};
+pub use stats::StatSink;
+pub use throttler::{Lease, Load, Refused, Reporting, Throttler, DEFAULT_QUEUE_DEPTH};

@@ -6,12 +6,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use knoxy_concurrency::{Stat, Window, WireStatMessage};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::policy::{pick, Pod};
+use crate::stats::StatSink;
 
 /// Requests held per revision before the next gets a 503 (Knative's `breakerQueueDepth`).
 pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
@@ -19,6 +21,15 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
 pub struct Throttler {
     state: Mutex<State>,
     queue_depth: usize,
+    /// Where demand is reported, and as which revision.
+    reporting: Option<Reporting>,
+}
+
+/// The revision a throttler reports demand for, and where to.
+pub struct Reporting {
+    pub namespace: String,
+    pub name: String,
+    pub sink: StatSink,
 }
 
 struct State {
@@ -28,6 +39,12 @@ struct State {
     /// The round robin's position.
     next: usize,
     waiting: VecDeque<oneshot::Sender<Lease>>,
+    /// Requests from arrival (waiting included, as Knative counts them) to their end.
+    window: Window,
+    /// Demand is being reported (Knative keeps a revision's stats until a quiet window).
+    tracked: bool,
+    /// The first request was reported at once: the next report takes it out again.
+    first_reported: bool,
 }
 
 /// Why a request was not let through.
@@ -47,7 +64,12 @@ pub struct Lease {
     armed: bool,
     /// The request waited for it (no pod had room when it came).
     waited: bool,
+    /// The request counts in the throttler's window until this is dropped.
+    counted: bool,
 }
+
+/// A request counted in the window while it waits; leaves it if it never gets a lease.
+struct Counted(Option<Arc<Throttler>>);
 
 /// What a throttler holds now, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,14 +86,23 @@ pub struct Load {
 
 impl Throttler {
     pub fn new(cc: u32, queue_depth: usize) -> Arc<Throttler> {
+        Throttler::reporting(cc, queue_depth, None)
+    }
+
+    /// A throttler that reports its revision's demand to the autoscaler (contract §4.9).
+    pub fn reporting(cc: u32, queue_depth: usize, reporting: Option<Reporting>) -> Arc<Throttler> {
         Arc::new(Throttler {
             state: Mutex::new(State {
                 cc,
                 pods: Vec::new(),
                 next: 0,
                 waiting: VecDeque::new(),
+                window: Window::new(now()),
+                tracked: false,
+                first_reported: false,
             }),
             queue_depth,
+            reporting,
         })
     }
 
@@ -104,8 +135,10 @@ impl Throttler {
     pub async fn acquire(self: &Arc<Self>, timeout: Duration) -> Result<Lease, Refused> {
         let granted = {
             let mut st = self.state.lock();
+            self.arrive(&mut st);
             if st.waiting.is_empty() {
-                if let Some(lease) = self.take(&mut st) {
+                if let Some(mut lease) = self.take(&mut st) {
+                    lease.counted = true;
                     return Ok(lease);
                 }
             }
@@ -113,6 +146,7 @@ impl Throttler {
                 // Waiters that gave up still hold places until someone looks.
                 st.waiting.retain(|w| !w.is_closed());
                 if st.waiting.len() >= self.queue_depth {
+                    st.window.leave(now(), false);
                     return Err(Refused::QueueFull);
                 }
             }
@@ -120,11 +154,42 @@ impl Throttler {
             st.waiting.push_back(tx);
             rx
         };
+        // Created with the lock released: it takes the lock when dropped.
+        let mut counted = Counted(Some(Arc::clone(self)));
         match tokio::time::timeout(timeout, granted).await {
-            Ok(Ok(lease)) => Ok(lease),
+            Ok(Ok(mut lease)) => {
+                counted.0 = None;
+                lease.counted = true;
+                Ok(lease)
+            }
             // The sender went without a lease: only when the throttler itself is dropped.
             Ok(Err(_)) | Err(_) => Err(Refused::Timeout),
         }
+    }
+
+    /// Closes the demand window at `now` into the autoscaler's message for this revision, if
+    /// its demand is being reported; a window with no demand at all ends the reporting, and
+    /// the revision's next request is reported at once again (Knative's concurrency reporter).
+    pub fn report(&self, now: Instant) -> Option<WireStatMessage> {
+        let reporting = self.reporting.as_ref()?;
+        let mut st = self.state.lock();
+        let closed = st.window.close(now);
+        if !st.tracked {
+            return None;
+        }
+        let first = if std::mem::take(&mut st.first_reported) {
+            1.0
+        } else {
+            0.0
+        };
+        if closed.concurrency == 0.0 && st.window.in_flight() == 0 {
+            st.tracked = false;
+        }
+        Some(reporting.message(Stat {
+            average_concurrent_requests: (closed.concurrency - first).max(0.0),
+            request_count: f64::from(closed.requests) - first,
+            ..Stat::default()
+        }))
     }
 
     pub fn load(&self) -> Load {
@@ -133,6 +198,23 @@ impl Throttler {
             in_flight: st.pods.iter().map(|p| p.in_flight).sum(),
             waiting: st.waiting.iter().filter(|w| !w.is_closed()).count(),
             pods: st.pods.len(),
+        }
+    }
+
+    /// A request came: it counts from now; the first of a revision not being reported is
+    /// reported at once, so the autoscaler can scale from zero without waiting a tick.
+    fn arrive(&self, st: &mut State) {
+        st.window.enter(now(), false);
+        if !st.tracked {
+            st.tracked = true;
+            if let Some(reporting) = &self.reporting {
+                st.first_reported = true;
+                reporting.sink.send(vec![reporting.message(Stat {
+                    average_concurrent_requests: 1.0,
+                    request_count: 1.0,
+                    ..Stat::default()
+                })]);
+            }
         }
     }
 
@@ -165,6 +247,7 @@ impl Throttler {
             pod: pods[i].addr,
             armed: true,
             waited: false,
+            counted: false,
         })
     }
 }
@@ -183,16 +266,46 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if !self.armed && !self.counted {
+            return;
+        }
+        let throttler = Arc::clone(&self.throttler);
+        let mut st = throttler.state.lock();
+        if self.counted {
+            st.window.leave(now(), false);
+        }
         if self.armed {
-            let throttler = Arc::clone(&self.throttler);
-            let mut st = throttler.state.lock();
             release(&mut st, self.pod);
             throttler.dispatch(&mut st);
         }
     }
 }
 
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(throttler) = self.0.take() {
+            throttler.state.lock().window.leave(now(), false);
+        }
+    }
+}
+
+impl Reporting {
+    fn message(&self, mut stat: Stat) -> WireStatMessage {
+        stat.pod_name = self.sink.pod_name().to_owned();
+        WireStatMessage {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            stat: Some(stat),
+        }
+    }
+}
+
 // === Helpers ===
+
+/// The clock of the demand window: tokio's, so that tests in paused time control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// A request on `pod` ended; a pod no longer listed has nothing to give back.
 fn release(st: &mut State, pod: SocketAddr) {

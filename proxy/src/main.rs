@@ -41,13 +41,17 @@
 //! to the pods of the revision's private Service through the revision's throttler
 //! (containerConcurrency per pod, Knative's pod policy); with no pod with room, requests wait
 //! in order, at most `--activator-queue-depth` (10,000) per revision (then 503), at most
-//! the revision's `timeoutSeconds` (then 504 `activator request timeout`).
+//! the revision's `timeoutSeconds` (then 504 `activator request timeout`). Each revision's
+//! demand (waiting requests included) goes to Knative's autoscaler over its stat websocket
+//! (`--autoscaler-url`, Knative's by default; empty: not reported) as `--pod-name` (default
+//! `$POD_NAME`, else the hostname): its first request at once, then a batch every second.
 //!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
 //! fixed certificate files).
 
 mod admin;
+mod autoscaler;
 mod drain;
 mod gateway;
 mod metrics;
@@ -77,7 +81,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::Served;
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-queue-depth N] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-queue-depth N] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -102,6 +106,10 @@ struct Args {
     access_log: bool,
     /// Requests a revision may hold waiting for a pod before the next gets a 503.
     queue_depth: usize,
+    /// Knative's autoscaler's stat websocket; empty: demand is not reported.
+    autoscaler_url: String,
+    /// This gateway's pod, as its reports name it.
+    pod_name: String,
 }
 
 /// What every listener reads: the routes (with their upstream pools) and the certificates,
@@ -134,8 +142,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (sink, outbox) = knoxy_activator::StatSink::new(&args.pod_name);
+    let reporting = !args.autoscaler_url.is_empty();
     let tables = Arc::new(Tables {
-        served: Arc::new(ArcSwap::from_pointee(Served::holding(args.queue_depth))),
+        served: Arc::new(ArcSwap::from_pointee(Served::holding(
+            args.queue_depth,
+            reporting.then(|| sink.clone()),
+        ))),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
@@ -210,6 +223,20 @@ fn main() -> ExitCode {
     );
     drain.threads = Some(1);
     server.add_service(drain);
+    if reporting {
+        let mut reporter = background_service(
+            "autoscaler",
+            autoscaler::Reporter {
+                url: args.autoscaler_url.clone(),
+                served: Arc::clone(&tables.served),
+                sink,
+                outbox: Mutex::new(Some(outbox)),
+                connected: Arc::default(),
+            },
+        );
+        reporter.threads = Some(1);
+        server.add_service(reporter);
+    }
     let draining = Arc::new(AtomicBool::new(false));
     let parts = Parts {
         served: Arc::clone(&tables.served),
@@ -367,6 +394,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         upgrade_sock: UPGRADE_SOCK.to_owned(),
         access_log: false,
         queue_depth: knoxy_activator::DEFAULT_QUEUE_DEPTH,
+        autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
+        // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
+        pod_name: std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "knoxy".to_owned()),
     };
     let mut config_dir = None;
     while let Some(arg) = args.next() {
@@ -379,6 +418,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--upgrade-sock" => parsed.upgrade_sock = value()?,
             "--threads" => parsed.threads = count(&arg, &value()?, 1..=1024)?,
             "--max-connections" => parsed.max_connections = count(&arg, &value()?, 1..=10_000_000)?,
+            "--autoscaler-url" => parsed.autoscaler_url = value()?,
+            "--pod-name" => parsed.pod_name = value()?,
             "--activator-queue-depth" => {
                 parsed.queue_depth = count(&arg, &value()?, 0..=10_000_000)?
             }
@@ -481,10 +522,18 @@ mod tests {
             "/tmp/x.sock",
             "--activator-queue-depth",
             "12",
+            "--autoscaler-url",
+            "ws://127.0.0.1:1",
+            "--pod-name",
+            "gw-1",
         ])
         .expect("valid");
         assert_eq!(a.threads, 3);
         assert_eq!(a.queue_depth, 12);
+        assert_eq!(
+            (a.autoscaler_url.as_str(), a.pod_name.as_str()),
+            ("ws://127.0.0.1:1", "gw-1")
+        );
         assert_eq!(a.limits.header_read_timeout, Duration::from_millis(2500));
         assert_eq!(a.limits.idle_timeout, Duration::from_secs(7));
         assert_eq!(a.limits.tls_handshake_timeout, Duration::from_secs(1));

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use knoxy_activator::{Throttler, DEFAULT_QUEUE_DEPTH};
+use knoxy_activator::{Reporting, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
 use knoxy_control::route::{RevisionTarget, RouteTable, Target};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
@@ -25,13 +25,15 @@ pub struct Served {
     throttlers: HashMap<String, Arc<Throttler>, Fast>,
     /// How many requests a revision may hold (`--activator-queue-depth`).
     queue_depth: usize,
+    /// Where throttlers report their revision's demand (None: not reported).
+    sink: Option<StatSink>,
     /// How new pools open connections (None: TCP); the in-memory tests plug one in.
     connector: Option<Arc<dyn Connect>>,
 }
 
 impl Default for Served {
     fn default() -> Self {
-        Served::holding(DEFAULT_QUEUE_DEPTH)
+        Served::holding(DEFAULT_QUEUE_DEPTH, None)
     }
 }
 
@@ -46,13 +48,13 @@ impl Served {
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
             if let Target::Revision(rev) = &split.backend.target {
                 let key = format!("{}/{}", rev.namespace, rev.name);
-                let cc = rev.settings.container_concurrency;
-                let throttler = previous
-                    .throttlers
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Throttler::new(cc, previous.queue_depth));
-                throttler.update(cc, &rev.ready);
+                let throttler = match previous.throttlers.get(&key) {
+                    Some(kept) => {
+                        kept.update(rev.settings.container_concurrency, &rev.ready);
+                        Arc::clone(kept)
+                    }
+                    None => previous.new_throttler(rev),
+                };
                 throttlers.insert(key, throttler);
             }
             let endpoints: Vec<Endpoint> = match &split.backend.target {
@@ -78,19 +80,34 @@ impl Served {
             pools,
             throttlers,
             queue_depth: previous.queue_depth,
+            sink: previous.sink.clone(),
             connector: previous.connector.clone(),
         }
     }
 
-    /// An empty table whose revisions may each hold `queue_depth` requests.
-    pub fn holding(queue_depth: usize) -> Served {
+    /// An empty table whose revisions may each hold `queue_depth` requests, and report their
+    /// demand to `sink`.
+    pub fn holding(queue_depth: usize, sink: Option<StatSink>) -> Served {
         Served {
             table: RouteTable::default(),
             pools: HashMap::default(),
             throttlers: HashMap::default(),
             queue_depth,
+            sink,
             connector: None,
         }
+    }
+
+    fn new_throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {
+        let cc = rev.settings.container_concurrency;
+        let reporting = self.sink.as_ref().map(|sink| Reporting {
+            namespace: rev.namespace.clone(),
+            name: rev.name.clone(),
+            sink: sink.clone(),
+        });
+        let throttler = Throttler::reporting(cc, self.queue_depth, reporting);
+        throttler.update(cc, &rev.ready);
+        throttler
     }
 
     /// Every revision's throttler, by `namespace/name`.
@@ -104,11 +121,7 @@ impl Served {
         let key = format!("{}/{}", rev.namespace, rev.name);
         match self.throttlers.get(&key) {
             Some(t) => Arc::clone(t),
-            None => {
-                let t = Throttler::new(rev.settings.container_concurrency, self.queue_depth);
-                t.update(rev.settings.container_concurrency, &rev.ready);
-                t
-            }
+            None => self.new_throttler(rev),
         }
     }
 

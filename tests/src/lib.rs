@@ -103,6 +103,8 @@ pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
         .arg("--config-dir")
         .arg(config_dir)
         .args(["--drain-delay", "0"])
+        // Demand stays on loopback: reported only where a test names its autoscaler.
+        .args(["--autoscaler-url", ""])
         .args(extra);
     for flag in [
         "--http",

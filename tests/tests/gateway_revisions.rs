@@ -212,3 +212,107 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
     }
     assert_eq!(seen, (5, 5), "the pods in turn");
 }
+
+// === Demand to the autoscaler ===
+
+/// A stand-in for Knative's autoscaler stat server on `listener`: each binary frame decoded
+/// as `WireStatMessages`, its messages sent on; it stops when the listener task is aborted.
+fn stat_server(
+    listener: tokio::net::TcpListener,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<knoxy_concurrency::WireStatMessage>,
+) {
+    use futures_util::StreamExt;
+    use prost::Message as _;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            connections.spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(frame)) = ws.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = frame {
+                        let msgs = knoxy_concurrency::WireStatMessages::decode(bytes)
+                            .expect("WireStatMessages");
+                        for m in msgs.messages {
+                            let _ = tx.send(m);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (server, rx)
+}
+
+async fn next_stat(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<knoxy_concurrency::WireStatMessage>,
+) -> (String, String, knoxy_concurrency::Stat) {
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a stat within 10 s")
+        .expect("the server runs");
+    (m.namespace, m.name, m.stat.expect("a stat"))
+}
+
+#[tokio::test]
+async fn the_autoscaler_hears_of_the_first_request_before_any_pod_and_the_socket_comes_back() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (server, mut stats) = stat_server(listener);
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    let dir = TempDir::new("gw");
+    let spec = "containerConcurrency: 0, timeoutSeconds: 30";
+    dir.write("hello.yaml", &objects(&[], spec));
+    let url = format!("ws://{addr}");
+    let gw = gateway_with(&dir.0, &["--autoscaler-url", &url, "--pod-name", "gw-test"]);
+
+    let held = {
+        let url = gw.url("public", "/");
+        tokio::spawn(async move {
+            let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+            fetch(&http1_client(), req).await.0
+        })
+    };
+    // The first request is reported at once, while the revision has no pod.
+    let (ns, name, stat) = next_stat(&mut stats).await;
+    assert_eq!((ns.as_str(), name.as_str()), ("default", "hello-00001"));
+    assert_eq!(stat.pod_name, "gw-test");
+    assert_eq!(
+        (stat.average_concurrent_requests, stat.request_count),
+        (1.0, 1.0)
+    );
+    // Then a batch a second: the held request keeps its revision's demand at 1.
+    let (_, _, stat) = next_stat(&mut stats).await;
+    assert_eq!(
+        stat.request_count, 0.0,
+        "the first request was reported already"
+    );
+    let (_, _, stat) = next_stat(&mut stats).await;
+    assert_eq!(stat.average_concurrent_requests, 1.0, "{stat:?}");
+    dir.write("hello.yaml", &objects(&[&pod], spec));
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+
+    // The autoscaler restarts on the same address: the gateway dials again, and reports.
+    server.abort();
+    let _ = server.await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (_server, mut stats) = stat_server(listener);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no report after the autoscaler came back"
+        );
+        assert_eq!(get(&gw).await.0, StatusCode::OK);
+        let got = tokio::time::timeout(Duration::from_millis(500), stats.recv()).await;
+        if let Ok(Some(m)) = got {
+            assert_eq!(m.name, "hello-00001");
+            break;
+        }
+    }
+}

@@ -175,3 +175,90 @@ async fn never_more_than_cc_on_a_pod_from_requests_on_every_thread() {
     assert_eq!(worst.load(Ordering::SeqCst), 1);
     assert_eq!(load(&t), (0, 0));
 }
+
+// === Demand reporting ===
+
+fn reporting() -> (Arc<Throttler>, crate::stats::Outbox) {
+    let (sink, outbox) = StatSink::new("gateway-pod-1");
+    let reporting = Reporting {
+        namespace: "ns".into(),
+        name: "rev-1".into(),
+        sink,
+    };
+    (
+        Throttler::reporting(1, DEFAULT_QUEUE_DEPTH, Some(reporting)),
+        outbox,
+    )
+}
+
+fn tick(t: &Throttler) -> Option<(f64, f64)> {
+    let m = t.report(now())?;
+    assert_eq!((m.namespace.as_str(), m.name.as_str()), ("ns", "rev-1"));
+    let stat = m.stat.expect("a stat");
+    assert_eq!(stat.pod_name, "gateway-pod-1");
+    Some((stat.average_concurrent_requests, stat.request_count))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_request_is_reported_at_once_and_the_windows_after_it_average_the_demand() {
+    use knoxy_concurrency::WireStatMessages;
+    use prost::Message as _;
+
+    let (t, mut outbox) = reporting();
+    assert_eq!(tick(&t), None, "nothing to report before any request");
+    // No pod: the request waits, and the autoscaler hears of it at once.
+    let held = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(LONG).await.map(|l| l.pod()) }
+    });
+    tokio::task::yield_now().await;
+    let frame = outbox.try_recv().expect("a frame at once");
+    let msgs = WireStatMessages::decode(frame).expect("protobuf");
+    let stat = msgs.messages[0].stat.clone().expect("a stat");
+    assert_eq!(
+        (
+            msgs.messages[0].name.as_str(),
+            stat.average_concurrent_requests,
+            stat.request_count
+        ),
+        ("rev-1", 1.0, 1.0)
+    );
+    // A window in which it waited throughout: the 1 already reported is taken out once.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(tick(&t), Some((0.0, 0.0)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(tick(&t), Some((1.0, 0.0)), "still waiting: concurrency 1");
+    // A pod comes half-way through the next window and the request ends with it.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    t.update(1, &[addr(1)]);
+    assert_eq!(held.await.expect("task"), Ok(addr(1)));
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(tick(&t), Some((0.5, 0.0)));
+    // A window without demand is reported, then the revision is no longer tracked...
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(tick(&t), Some((0.0, 0.0)));
+    assert_eq!(tick(&t), None);
+    // ...so its next request is reported at once again.
+    drop(t.acquire(LONG).await.expect("room"));
+    assert!(outbox.try_recv().is_some(), "reported at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_or_abandoned_request_stops_counting() {
+    let (t, _outbox) = reporting();
+    let gave_up = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(LONG).await.map(|l| l.pod()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(load(&t), (0, 1), "waiting");
+    tokio::time::advance(Duration::from_millis(500)).await;
+    gave_up.abort();
+    let _ = gave_up.await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    // Waited half the window (the first 1 taken out), and nothing after.
+    assert_eq!(tick(&t), Some((0.0, 0.0)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(tick(&t), Some((0.0, 0.0)));
+    assert_eq!(tick(&t), None, "no longer tracked: it left");
+}
