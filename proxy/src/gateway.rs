@@ -5,7 +5,7 @@
 //! `knoxy-edge` on the connections Pingora's listeners accept (`shared/notes/pingora-cost.md`).
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -38,6 +38,12 @@ const K_KUBELET_PROBE: HeaderName = HeaderName::from_static("k-kubelet-probe");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// What Knative's activator tells a pod (§4.6): the request was proxied by an activator
+/// (the queue counts it so, and the autoscaler does not count it twice), and its Host.
+const K_PROXY_REQUEST: HeaderName = HeaderName::from_static("k-proxy-request");
+const K_ORIGINAL_HOST: HeaderName = HeaderName::from_static("k-original-host");
+const KNATIVE_SERVING_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
+const KNATIVE_SERVING_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
 
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
@@ -280,6 +286,7 @@ impl Gateway {
                 revision,
             } => {
                 let slot = self.throttle(&throttler, &revision).await?;
+                activator_form(&mut req, slot.pod());
                 let pod = Endpoint::Addr(slot.pod());
                 (self.served.load().pool(pod), Some(slot))
             }
@@ -702,6 +709,23 @@ fn origin_form(req: &mut Request<Incoming>) {
 }
 
 /// h2c upstream: the Host (rewritten or not) becomes `:authority`; false if it is not one.
+/// The request as Knative's activator sends it to a pod (§4.6): the Host moves to
+/// `K-Original-Host` (the queue puts it back) and names the pod, `K-Proxy-Request:
+/// activator` marks it proxied, and the `Knative-Serving-*` headers that named the
+/// revision go. A client's own `K-Original-Host` is not trusted: the routed Host wins.
+fn activator_form(req: &mut Request<Incoming>, pod: SocketAddr) {
+    let headers = req.headers_mut();
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(K_ORIGINAL_HOST, host);
+    }
+    if let Ok(target) = HeaderValue::from_str(&pod.to_string()) {
+        headers.insert(header::HOST, target);
+    }
+    headers.insert(K_PROXY_REQUEST, HeaderValue::from_static("activator"));
+    headers.remove(KNATIVE_SERVING_REVISION);
+    headers.remove(KNATIVE_SERVING_NAMESPACE);
+}
+
 fn absolute_form(req: &mut Request<Incoming>) -> bool {
     let Some(host) = req.headers_mut().remove(header::HOST) else {
         return false;

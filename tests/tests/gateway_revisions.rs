@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use knoxy_tests::{
-    backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client, json,
+    backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client, json, queue,
     request_with, Proc, TempDir,
 };
 
@@ -16,15 +16,14 @@ const HOST: &str = "hello.example.com";
 
 /// The KIngress, the Revision `hello-00001`, its public Service (its endpoint: a closed port)
 /// and its private Service's EndpointSlice with `pods` (test backends) on the `http` port.
-fn objects(pods: &[&Proc], spec: &str) -> String {
+fn objects(pods: &[u16], spec: &str) -> String {
     // One slice per pod: a slice has one port list, and each test backend has its own port.
     let slices: String = pods
         .iter()
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, port)| {
             format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {}}}]\n---\n",
-                p.addr("backend").port()
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
             )
         })
         .collect();
@@ -32,6 +31,11 @@ fn objects(pods: &[&Proc], spec: &str) -> String {
         "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{HOST}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
         closed = closed_port()
     )
+}
+
+/// A test backend's port: a pod's queue port, as far as the gateway can tell.
+fn port(backend: &Proc) -> u16 {
+    backend.addr("backend").port()
 }
 
 async fn get(gw: &Proc) -> (StatusCode, String) {
@@ -184,7 +188,7 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
         Some("0")
     );
     let appeared = Instant::now();
-    dir.write("hello.yaml", &objects(&[&a], spec));
+    dir.write("hello.yaml", &objects(&[port(&a)], spec));
     for request in held {
         let (status, body, answered) = request.await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -195,7 +199,7 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
         );
     }
 
-    dir.write("hello.yaml", &objects(&[&a, &b], spec));
+    dir.write("hello.yaml", &objects(&[port(&a), port(&b)], spec));
     until(&gw, "pod b too", |s, body| {
         s == StatusCode::OK && body.contains("pod-b")
     })
@@ -211,6 +215,51 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
         }
     }
     assert_eq!(seen, (5, 5), "the pods in turn");
+}
+
+#[tokio::test]
+async fn through_a_real_queue_the_app_sees_its_host_and_the_queue_counts_the_request_proxied() {
+    let app = backend_with(&[]);
+    let pod = queue(port(&app)).spawn();
+    let dir = TempDir::new("gw");
+    dir.write(
+        "hello.yaml",
+        &objects(&[pod.addr("main").port()], "timeoutSeconds: 30"),
+    );
+    let gw = gateway(&dir.0);
+    let (status, body) = get(&gw).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = json(&body);
+    assert_eq!(
+        seen["host"], HOST,
+        "the queue put the original Host back: {seen}"
+    );
+    for gone in [
+        "k-original-host",
+        "knative-serving-revision",
+        "knative-serving-namespace",
+    ] {
+        assert!(seen["headers"].get(gone).is_none(), "{gone}: {seen}");
+    }
+    // The queue counted it as the activator's, so the autoscaler does not count it twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The autoscaler's scrape: a protobuf Stat.
+        let req = request_with(Method::GET, &pod.url("metrics", "/metrics"), &[], empty());
+        let body = knoxy_tests::read_body(knoxy_tests::send(&http1_client(), req).await).await;
+        let stat = <knoxy_concurrency::Stat as prost::Message>::decode(body).expect("a Stat");
+        if stat.proxied_request_count > 0.0 {
+            assert_eq!(stat.proxied_request_count, stat.request_count, "{stat:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not counted as proxied: {stat:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // One report a second: keep a request in each window until it shows.
+        let _ = get(&gw).await;
+    }
 }
 
 // === Demand to the autoscaler ===
@@ -294,7 +343,7 @@ async fn the_autoscaler_hears_of_the_first_request_before_any_pod_and_the_socket
     );
     let (_, _, stat) = next_stat(&mut stats).await;
     assert_eq!(stat.average_concurrent_requests, 1.0, "{stat:?}");
-    dir.write("hello.yaml", &objects(&[&pod], spec));
+    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
     assert_eq!(held.await.unwrap(), StatusCode::OK);
 
     // The autoscaler restarts on the same address: the gateway dials again, and reports.

@@ -349,7 +349,7 @@ fn revision_objects_with(rev: &str, public: &str, pods: &[&str], spec: &str) -> 
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}}}}}\nendpoints: [{{addresses: [{public}]}}]\nports: [{{name: http, port: 8012}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-private-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}-private}}}}\nendpoints: [{endpoints}]\nports: [{{name: http-queueadm, port: 8022}}, {{name: http, port: 8012}}]\n---\napiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: hello, namespace: default, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [hello.example.com], http: {{paths: [{{splits: [{{serviceNamespace: default, serviceName: {rev}, servicePort: 80}}]}}]}}}}]}}\n"
+        "apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {rev}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}}}}}\nendpoints: [{{addresses: [{public}]}}]\nports: [{{name: http, port: 8012}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {rev}-private-x, namespace: default, labels: {{kubernetes.io/service-name: {rev}-private}}}}\nendpoints: [{endpoints}]\nports: [{{name: http-queueadm, port: 8022}}, {{name: http, port: 8012}}]\n---\napiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata: {{name: hello, namespace: default, annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}}}\nspec: {{rules: [{{hosts: [hello.example.com], http: {{paths: [{{splits: [{{serviceNamespace: default, serviceName: {rev}, servicePort: 80, appendHeaders: {{Knative-Serving-Revision: {rev}, Knative-Serving-Namespace: default}}}}]}}]}}}}]}}\n"
     )
 }
 
@@ -373,6 +373,30 @@ async fn a_revision_split_goes_to_the_revisions_pods_in_turn_not_its_public_endp
         answered.push(seen(&body)["pod"].as_str().unwrap_or("?").to_owned());
     }
     answered.sort();
+    // What Knative's activator sends a pod; a client's K-Original-Host is not believed.
+    let (_, body) = get(
+        &mut c,
+        "hello.example.com",
+        "/",
+        &[
+            ("k-original-host", "evil.example.com"),
+            ("k-proxy-request", "no"),
+        ],
+    )
+    .await;
+    let s = seen(&body);
+    let pod = s["pod"].as_str().unwrap_or("?");
+    assert_eq!(s["headers"]["host"], pod);
+    assert_eq!(s["headers"]["k-original-host"], "hello.example.com");
+    assert_eq!(s["headers"]["k-proxy-request"], "activator");
+    assert!(
+        s["headers"].get("knative-serving-revision").is_none(),
+        "{s}"
+    );
+    assert!(
+        s["headers"].get("knative-serving-namespace").is_none(),
+        "{s}"
+    );
     assert_eq!(
         answered,
         [
