@@ -7,6 +7,7 @@
 //! requests included) and [`stats`] reports it to Knative's autoscaler over its websocket.
 
 mod policy;
+pub mod probe;
 pub mod stats;
 mod throttler;
 

@@ -23,6 +23,8 @@ pub struct Throttler {
     queue_depth: usize,
     /// Where demand is reported, and as which revision.
     reporting: Option<Reporting>,
+    /// Set when pods are waiting to be probed (see [`crate::probe`]).
+    pub(crate) probe_wanted: Arc<tokio::sync::Notify>,
 }
 
 /// The revision a throttler reports demand for, and where to.
@@ -45,6 +47,13 @@ struct State {
     tracked: bool,
     /// The first request was reported at once: the next report takes it out again.
     first_reported: bool,
+    /// Pods are used only once a probe passed (else Kubernetes' ready is trusted).
+    probing: bool,
+    /// The revision's pods as its endpoints list them, sorted.
+    ready: Vec<SocketAddr>,
+    not_ready: Vec<SocketAddr>,
+    /// Pods whose probe passed, still listed.
+    healthy: Vec<SocketAddr>,
 }
 
 /// Why a request was not let through.
@@ -100,10 +109,77 @@ impl Throttler {
                 window: Window::new(now()),
                 tracked: false,
                 first_reported: false,
+                probing: false,
+                ready: Vec::new(),
+                not_ready: Vec::new(),
+                healthy: Vec::new(),
             }),
             queue_depth,
             reporting,
+            probe_wanted: Arc::default(),
         })
+    }
+
+    /// Pods are used only after their probe passes; [`crate::probe::keep_probing`] probes them.
+    pub fn probing(self: Arc<Self>) -> Arc<Self> {
+        self.state.lock().probing = true;
+        self
+    }
+
+    /// The revision's containerConcurrency and its pods as its endpoints list them now.
+    /// Without probing the ready ones are used; with it, those whose probe passed (a pod
+    /// that turns not-ready is probed again, a new one at once).
+    pub fn set_pods(self: &Arc<Self>, cc: u32, ready: &[SocketAddr], not_ready: &[SocketAddr]) {
+        let mut st = self.state.lock();
+        let sorted = |pods: &[SocketAddr]| {
+            let mut pods = pods.to_vec();
+            pods.sort_unstable();
+            pods.dedup();
+            pods
+        };
+        let (ready, not_ready) = (sorted(ready), sorted(not_ready));
+        let was_ready = std::mem::replace(&mut st.ready, ready);
+        st.not_ready = not_ready;
+        let State {
+            healthy,
+            ready,
+            not_ready,
+            ..
+        } = &mut *st;
+        healthy.retain(|p| {
+            ready.binary_search(p).is_ok()
+                || (not_ready.binary_search(p).is_ok() && was_ready.binary_search(p).is_err())
+        });
+        st.cc = cc;
+        let usable = if st.probing {
+            st.healthy.clone()
+        } else {
+            st.ready.clone()
+        };
+        self.use_pods(&mut st, usable);
+        if st.probing && !unprobed(&st).is_empty() {
+            self.probe_wanted.notify_one();
+        }
+    }
+
+    /// Listed pods not known healthy yet, and whether requests wait for one.
+    pub fn unprobed(&self) -> (Vec<SocketAddr>, bool) {
+        let st = self.state.lock();
+        (unprobed(&st), !st.waiting.is_empty())
+    }
+
+    /// `pod`'s probe passed: it is used from now on, if it is still listed.
+    pub fn passed(self: &Arc<Self>, pod: SocketAddr) {
+        let mut st = self.state.lock();
+        let listed =
+            st.ready.binary_search(&pod).is_ok() || st.not_ready.binary_search(&pod).is_ok();
+        if !listed || st.healthy.contains(&pod) {
+            return;
+        }
+        st.healthy.push(pod);
+        st.healthy.sort_unstable();
+        let usable = st.healthy.clone();
+        self.use_pods(&mut st, usable);
     }
 
     /// The revision's containerConcurrency and the pods to use now. Pods that stay keep
@@ -111,9 +187,15 @@ impl Throttler {
     /// waiting requests go to any new room at once.
     pub fn update(self: &Arc<Self>, cc: u32, addrs: &[SocketAddr]) {
         let mut st = self.state.lock();
+        st.cc = cc;
         let mut addrs = addrs.to_vec();
         addrs.sort_unstable();
         addrs.dedup();
+        self.use_pods(&mut st, addrs);
+    }
+
+    /// Makes `addrs` (sorted) the pods used; waiting requests go to any new room at once.
+    fn use_pods(self: &Arc<Self>, st: &mut State, addrs: Vec<SocketAddr>) {
         let pods = addrs
             .into_iter()
             .map(|addr| {
@@ -126,8 +208,7 @@ impl Throttler {
             })
             .collect();
         st.pods = pods;
-        st.cc = cc;
-        self.dispatch(&mut st);
+        self.dispatch(st);
     }
 
     /// A slot on a pod, at once when one has room and nobody waits, else after those
@@ -281,6 +362,13 @@ impl Drop for Lease {
     }
 }
 
+impl Drop for Throttler {
+    fn drop(&mut self) {
+        // Its prober, if waiting, wakes to find it gone.
+        self.probe_wanted.notify_one();
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(throttler) = self.0.take() {
@@ -301,6 +389,15 @@ impl Reporting {
 }
 
 // === Helpers ===
+
+fn unprobed(st: &State) -> Vec<SocketAddr> {
+    st.ready
+        .iter()
+        .chain(&st.not_ready)
+        .filter(|p| !st.healthy.contains(p))
+        .copied()
+        .collect()
+}
 
 /// The clock of the demand window: tokio's, so that tests in paused time control it.
 fn now() -> Instant {

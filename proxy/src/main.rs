@@ -45,6 +45,8 @@
 //! demand (waiting requests included) goes to Knative's autoscaler over its stat websocket
 //! (`--autoscaler-url`, Knative's by default; empty: not reported) as `--pod-name` (default
 //! `$POD_NAME`, else the hostname): its first request at once, then a batch every second.
+//! A pod is used once `GET /healthz` with `K-Network-Probe: queue` answers 200 `queue`: a
+//! new pod (ready or not yet) is probed at once, and every 5 ms while requests wait for it.
 //!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
@@ -144,10 +146,18 @@ fn main() -> ExitCode {
     };
     let (sink, outbox) = knoxy_activator::StatSink::new(&args.pod_name);
     let reporting = !args.autoscaler_url.is_empty();
+    let prober = match prober_runtime() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("knoxy: the pod prober's runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tables = Arc::new(Tables {
         served: Arc::new(ArcSwap::from_pointee(Served::holding(
             args.queue_depth,
             reporting.then(|| sink.clone()),
+            Some(prober),
         ))),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
@@ -371,6 +381,19 @@ fn concrete(addr: SocketAddr) -> std::io::Result<SocketAddr> {
         return Ok(addr);
     }
     std::net::TcpListener::bind(addr)?.local_addr()
+}
+
+/// A thread of its own for probing revisions' pods: probes start while tables are installed,
+/// outside the listeners' runtimes, and must not wait behind requests.
+fn prober_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("knoxy-prober".to_owned())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use knoxy_activator::{Reporting, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
+use knoxy_activator::{probe, Reporting, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
 use knoxy_control::route::{RevisionTarget, RouteTable, Target};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
@@ -27,13 +27,15 @@ pub struct Served {
     queue_depth: usize,
     /// Where throttlers report their revision's demand (None: not reported).
     sink: Option<StatSink>,
+    /// Where pods are probed before use (None: Kubernetes' ready is trusted).
+    prober: Option<tokio::runtime::Handle>,
     /// How new pools open connections (None: TCP); the in-memory tests plug one in.
     connector: Option<Arc<dyn Connect>>,
 }
 
 impl Default for Served {
     fn default() -> Self {
-        Served::holding(DEFAULT_QUEUE_DEPTH, None)
+        Served::holding(DEFAULT_QUEUE_DEPTH, None, None)
     }
 }
 
@@ -50,7 +52,11 @@ impl Served {
                 let key = format!("{}/{}", rev.namespace, rev.name);
                 let throttler = match previous.throttlers.get(&key) {
                     Some(kept) => {
-                        kept.update(rev.settings.container_concurrency, &rev.ready);
+                        kept.set_pods(
+                            rev.settings.container_concurrency,
+                            &rev.ready,
+                            &rev.not_ready,
+                        );
                         Arc::clone(kept)
                     }
                     None => previous.new_throttler(rev),
@@ -81,19 +87,25 @@ impl Served {
             throttlers,
             queue_depth: previous.queue_depth,
             sink: previous.sink.clone(),
+            prober: previous.prober.clone(),
             connector: previous.connector.clone(),
         }
     }
 
-    /// An empty table whose revisions may each hold `queue_depth` requests, and report their
-    /// demand to `sink`.
-    pub fn holding(queue_depth: usize, sink: Option<StatSink>) -> Served {
+    /// An empty table whose revisions may each hold `queue_depth` requests, report their
+    /// demand to `sink`, and have their pods probed on `prober` before use.
+    pub fn holding(
+        queue_depth: usize,
+        sink: Option<StatSink>,
+        prober: Option<tokio::runtime::Handle>,
+    ) -> Served {
         Served {
             table: RouteTable::default(),
             pools: HashMap::default(),
             throttlers: HashMap::default(),
             queue_depth,
             sink,
+            prober,
             connector: None,
         }
     }
@@ -105,8 +117,12 @@ impl Served {
             name: rev.name.clone(),
             sink: sink.clone(),
         });
-        let throttler = Throttler::reporting(cc, self.queue_depth, reporting);
-        throttler.update(cc, &rev.ready);
+        let mut throttler = Throttler::reporting(cc, self.queue_depth, reporting);
+        if let Some(prober) = &self.prober {
+            throttler = throttler.probing();
+            prober.spawn(probe::keep_probing(Arc::downgrade(&throttler)));
+        }
+        throttler.set_pods(cc, &rev.ready, &rev.not_ready);
         throttler
     }
 

@@ -17,13 +17,19 @@ const HOST: &str = "hello.example.com";
 /// The KIngress, the Revision `hello-00001`, its public Service (its endpoint: a closed port)
 /// and its private Service's EndpointSlice with `pods` (test backends) on the `http` port.
 fn objects(pods: &[u16], spec: &str) -> String {
+    let ready: Vec<(u16, bool)> = pods.iter().map(|&p| (p, true)).collect();
+    objects_with(&ready, spec)
+}
+
+/// [`objects`] with each pod ready or not, as Kubernetes lists it.
+fn objects_with(pods: &[(u16, bool)], spec: &str) -> String {
     // One slice per pod: a slice has one port list, and each test backend has its own port.
     let slices: String = pods
         .iter()
         .enumerate()
-        .map(|(i, port)| {
+        .map(|(i, (port, ready))| {
             format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
             )
         })
         .collect();
@@ -260,6 +266,42 @@ async fn through_a_real_queue_the_app_sees_its_host_and_the_queue_counts_the_req
         // One report a second: keep a request in each window until it shows.
         let _ = get(&gw).await;
     }
+}
+
+#[tokio::test]
+async fn a_pod_is_used_once_its_queue_answers_the_probe_not_before() {
+    // The pod's queue is up but its app is not: Kubernetes lists it, not ready yet.
+    let app_port = closed_port();
+    let probe = format!(r#"{{"tcpSocket":{{"port":{app_port},"host":"127.0.0.1"}}}}"#);
+    let pod = queue(app_port)
+        .env("SERVING_READINESS_PROBE", probe)
+        .spawn();
+    let dir = TempDir::new("gw");
+    let listed = [(pod.addr("main").port(), false)];
+    dir.write("hello.yaml", &objects_with(&listed, "timeoutSeconds: 30"));
+    let gw = gateway(&dir.0);
+    let held = {
+        let url = gw.url("public", "/");
+        tokio::spawn(async move {
+            let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+            fetch(&http1_client(), req).await
+        })
+    };
+    until_metric(&gw, "knoxy_activator_waiting_requests", "1").await;
+    assert_eq!(
+        metric(&gw, "knoxy_activator_pods").await.as_deref(),
+        Some("0")
+    );
+    // The app starts: the queue's probe passes, then the gateway's, and the request goes,
+    // though Kubernetes still lists the pod as not ready.
+    let _app = backend_with(&["--listen", &format!("127.0.0.1:{app_port}")]);
+    let (status, _, body) = held.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["host"], HOST);
+    assert_eq!(
+        metric(&gw, "knoxy_activator_pods").await.as_deref(),
+        Some("1")
+    );
 }
 
 // === Demand to the autoscaler ===

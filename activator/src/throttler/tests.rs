@@ -262,3 +262,51 @@ async fn a_refused_or_abandoned_request_stops_counting() {
     assert_eq!(tick(&t), Some((0.0, 0.0)));
     assert_eq!(tick(&t), None, "no longer tracked: it left");
 }
+
+// === Probing ===
+
+#[tokio::test(start_paused = true)]
+async fn with_probing_a_pod_is_used_once_its_probe_passes_ready_or_not() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH).probing();
+    t.set_pods(1, &[addr(1)], &[addr(2)]);
+    assert_eq!(t.unprobed(), (vec![addr(1), addr(2)], false));
+    let held = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.acquire(LONG).await.map(|l| l.pod()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(
+        t.unprobed(),
+        (vec![addr(1), addr(2)], true),
+        "a request waits"
+    );
+    // Kubernetes does not call pod 2 ready yet, but it answers its probe: it is used.
+    t.passed(addr(2));
+    assert_eq!(held.await.expect("task"), Ok(addr(2)));
+    assert_eq!(t.unprobed().0, [addr(1)]);
+    t.passed(addr(9));
+    assert_eq!(t.load().pods, 1, "a pod that is not listed is not used");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_that_turns_not_ready_or_leaves_is_probed_again() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH).probing();
+    t.set_pods(1, &[addr(1), addr(2)], &[]);
+    t.passed(addr(1));
+    t.passed(addr(2));
+    assert_eq!(t.load().pods, 2);
+    t.set_pods(1, &[addr(2)], &[addr(1)]);
+    assert_eq!(
+        t.unprobed().0,
+        [addr(1)],
+        "ready to not-ready: probed again"
+    );
+    assert_eq!(t.load().pods, 1);
+    t.set_pods(1, &[], &[]);
+    t.set_pods(1, &[addr(2)], &[]);
+    assert_eq!(t.unprobed().0, [addr(2)], "gone and back: probed again");
+    // Without probing, Kubernetes' ready is trusted.
+    let trusting = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
+    trusting.set_pods(1, &[addr(1)], &[addr(2)]);
+    assert_eq!(trusting.load().pods, 1);
+}

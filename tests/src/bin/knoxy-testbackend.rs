@@ -294,6 +294,26 @@ async fn handle(
     if path.starts_with("/-/") {
         return Ok(control(&state, req));
     }
+    if req
+        .headers()
+        .get(K_NETWORK_PROBE)
+        .is_some_and(|v| v == "queue")
+    {
+        // Standing in for a pod's queue, it answers the activator's probe (not a request).
+        state.probes.lock().push(json!({
+            "path": path,
+            "proto": proto(req.version()),
+            "headers": headers_json(req.headers()),
+        }));
+        let status =
+            StatusCode::from_u16(state.health.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+        let body = if status == StatusCode::OK {
+            "queue"
+        } else {
+            "unhealthy"
+        };
+        return Ok(with_status(text(body), status));
+    }
     state.requests.fetch_add(1, Ordering::SeqCst);
     let guard = InFlight::new(state.clone());
 
