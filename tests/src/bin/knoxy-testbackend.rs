@@ -294,10 +294,15 @@ async fn handle(
     if path.starts_with("/-/") {
         return Ok(control(&state, req));
     }
-    if req
+    let activator_probe = req
         .headers()
-        .get(K_NETWORK_PROBE)
-        .is_some_and(|v| v == "queue")
+        .get(header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"Knative-Activator-Probe"));
+    if activator_probe
+        && req
+            .headers()
+            .get(K_NETWORK_PROBE)
+            .is_some_and(|v| v == "queue")
     {
         // Standing in for a pod's queue, it answers the activator's probe (not a request).
         state.probes.lock().push(json!({
