@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use knoxy_tests::{
-    backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client, json, queue,
-    request_with, Proc, TempDir,
+    backend_stats, backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client,
+    json, queue, request_with, Proc, TempDir,
 };
 
 const HOST: &str = "hello.example.com";
@@ -302,6 +302,36 @@ async fn a_pod_is_used_once_its_queue_answers_the_probe_not_before() {
         metric(&gw, "knoxy_activator_pods").await.as_deref(),
         Some("1")
     );
+}
+
+#[tokio::test]
+async fn cc_one_on_four_threads_never_puts_two_requests_on_one_pod() {
+    let (a, b) = (backend_with(&[]), backend_with(&[]));
+    let dir = TempDir::new("gw");
+    let spec = "containerConcurrency: 1, timeoutSeconds: 60";
+    dir.write("hello.yaml", &objects(&[port(&a), port(&b)], spec));
+    let gw = gateway_with(&dir.0, &["--threads", "4"]);
+    // 40 clients at once, each on its own connection (so on any of the 4 threads).
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            let url = gw.url("public", "/?sleep=20");
+            tokio::spawn(async move {
+                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                fetch(&http1_client(), req).await.0
+            })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    for pod in [&a, &b] {
+        let stats = backend_stats(pod).await;
+        assert_eq!(stats["peak_in_flight"], 1, "{stats}");
+        assert!(
+            stats["requests"].as_u64().unwrap_or(0) > 0,
+            "both pods serve: {stats}"
+        );
+    }
 }
 
 // === Demand to the autoscaler ===
