@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::k8s::{EndpointSlice, Secret, Service, APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
+use crate::k8s::{Endpoint, EndpointSlice, Secret, Service, APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
 use crate::kingress::{IngressBackendSplit, IntOrString, KIngress, KNOXY_INGRESS_CLASS};
 use crate::probe_hash::probe_hash;
 use crate::revision::{Revision, PRIVATE_SUFFIX};
@@ -516,13 +516,7 @@ fn backend(
             .iter()
             .filter(|e| e.conditions.ready != Some(false))
         {
-            addrs.extend(
-                endpoint
-                    .addresses
-                    .iter()
-                    .filter_map(|a| a.parse::<IpAddr>().ok())
-                    .map(|ip| SocketAddr::new(ip, target)),
-            );
+            addrs.extend(socket_addrs(endpoint, target));
         }
     }
     if addrs.is_empty() {
@@ -559,13 +553,7 @@ fn revision_backend(view: &mut View<'_>, revision: &Revision) -> Result<Backend,
             } else {
                 &mut ready
             };
-            pods.extend(
-                endpoint
-                    .addresses
-                    .iter()
-                    .filter_map(|a| a.parse::<IpAddr>().ok())
-                    .map(|ip| SocketAddr::new(ip, port)),
-            );
+            pods.extend(socket_addrs(endpoint, port));
         }
     }
     for pods in [&mut ready, &mut not_ready] {
@@ -584,6 +572,15 @@ fn revision_backend(view: &mut View<'_>, revision: &Revision) -> Result<Backend,
         Target::Revision(Arc::new(target)),
         settings.h2c,
     ))
+}
+
+/// An endpoint's addresses on `port`; one that is not an IP address is skipped.
+fn socket_addrs(endpoint: &Endpoint, port: u16) -> impl Iterator<Item = SocketAddr> + '_ {
+    endpoint
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(move |ip| SocketAddr::new(ip, port))
 }
 
 fn cert(

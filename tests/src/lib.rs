@@ -628,6 +628,22 @@ pub async fn get(url: &str) -> (StatusCode, HeaderMap, String) {
     fetch(&http1_client(), request(Method::GET, url, empty())).await
 }
 
+/// GET `path` from a gateway's `listener` for the virtual host `host`, over HTTP/1.1.
+pub async fn get_host(
+    gw: &Proc,
+    listener: &str,
+    host: &str,
+    path: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let req = request_with(
+        Method::GET,
+        &gw.url(listener, path),
+        &[("host", host)],
+        empty(),
+    );
+    fetch(&http1_client(), req).await
+}
+
 /// GET over h2c.
 pub async fn get_h2c(url: &str) -> (StatusCode, HeaderMap, String) {
     fetch(&h2c_client(), request(Method::GET, url, empty())).await

@@ -18,13 +18,7 @@ use tokio::net::TcpStream;
 const HOST: &str = "hello.example.com";
 
 async fn assert_still_serving(gw: &Proc, after: &str) {
-    let req = request_with(
-        Method::GET,
-        &gw.url("public", "/"),
-        &[("host", HOST)],
-        empty(),
-    );
-    let (status, _, body) = fetch(&http1_client(), req).await;
+    let (status, _, body) = knoxy_tests::get_host(gw, "public", HOST, "/").await;
     assert_eq!(status, StatusCode::OK, "a request after {after}: {body}");
 }
 

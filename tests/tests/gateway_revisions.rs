@@ -45,13 +45,7 @@ fn port(backend: &Proc) -> u16 {
 }
 
 async fn get(gw: &Proc) -> (StatusCode, String) {
-    let req = request_with(
-        Method::GET,
-        &gw.url("public", "/"),
-        &[("host", HOST)],
-        empty(),
-    );
-    let (status, _, body) = fetch(&http1_client(), req).await;
+    let (status, _, body) = knoxy_tests::get_host(gw, "public", HOST, "/").await;
     (status, body)
 }
 
