@@ -220,6 +220,16 @@ impl Deriver {
         }
         // KIngresses that are gone (or changed class) leave the cache and memory here.
         self.cache.retain(|_, c| c.seen == self.calls);
+        for (key, revision) in &snap.revisions {
+            let mut view = View::new(snap, &slices);
+            if let Ok(Backend {
+                target: Target::Revision(target),
+                ..
+            }) = revision_backend(&mut view, revision)
+            {
+                out.table.revisions.insert(key.clone(), target);
+            }
+        }
         self.last_valid = Arc::new(last_valid.into_iter().collect());
         out.last_valid = Arc::clone(&self.last_valid);
         out

@@ -1,7 +1,7 @@
 //! The route table the gateway serves: what `derive` produces, read on every request.
 //! Lookups are by host, then first matching route; weights are pre-summed for the pick.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,9 @@ pub struct RouteTable {
     pub private: HostTable,
     /// Certificates for the TLS listeners, chosen by SNI.
     pub certs: Vec<Arc<Cert>>,
+    /// Every valid revision by `namespace/name`, whether a KIngress names it or not: the
+    /// activator role serves them all.
+    pub revisions: BTreeMap<String, Arc<RevisionTarget>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -46,26 +46,35 @@ impl Served {
     pub fn new(table: RouteTable, previous: &Served) -> Served {
         let mut pools = HashMap::with_capacity_and_hasher(previous.pools.len(), Fast::default());
         let mut throttlers = HashMap::default();
+        // Every revision gets its throttler, and pools for its pods, ready or not yet (a pod
+        // that passes its probe early is used before Kubernetes calls it ready).
+        for (key, rev) in &table.revisions {
+            let throttler = match previous.throttlers.get(key) {
+                Some(kept) => {
+                    kept.set_pods(
+                        rev.settings.container_concurrency,
+                        &rev.ready,
+                        &rev.not_ready,
+                    );
+                    Arc::clone(kept)
+                }
+                None => previous.new_throttler(rev),
+            };
+            throttlers.insert(key.clone(), throttler);
+            for &pod in rev.ready.iter().chain(&rev.not_ready) {
+                let endpoint = Endpoint::Addr(pod);
+                let pool = previous.pools.get(&endpoint).cloned().unwrap_or_else(|| {
+                    Upstream::with_connector(endpoint.clone(), MAX_IDLE, previous.connector.clone())
+                });
+                pools.insert(endpoint, pool);
+            }
+        }
         let vhosts = table.public.vhosts().chain(table.private.vhosts());
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
-            if let Target::Revision(rev) = &split.backend.target {
-                let key = format!("{}/{}", rev.namespace, rev.name);
-                let throttler = match previous.throttlers.get(&key) {
-                    Some(kept) => {
-                        kept.set_pods(
-                            rev.settings.container_concurrency,
-                            &rev.ready,
-                            &rev.not_ready,
-                        );
-                        Arc::clone(kept)
-                    }
-                    None => previous.new_throttler(rev),
-                };
-                throttlers.insert(key, throttler);
-            }
             let endpoints: Vec<Endpoint> = match &split.backend.target {
                 Target::Endpoints(addrs) => addrs.iter().copied().map(Endpoint::Addr).collect(),
-                Target::Revision(rev) => rev.ready.iter().copied().map(Endpoint::Addr).collect(),
+                // Pooled above, with the revision's throttler.
+                Target::Revision(_) => Vec::new(),
                 Target::Dns { host, port } => vec![Endpoint::Name {
                     host: host.clone(),
                     port: *port,
@@ -205,5 +214,31 @@ mod tests {
             !Arc::ptr_eq(&stray, &second.pool(addr("10.0.0.2:8012"))),
             "not pooled"
         );
+    }
+
+    #[test]
+    fn every_revision_keeps_one_throttler_across_tables_and_pools_for_all_its_pods() {
+        let yaml = |pods: &str| {
+            format!("apiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: r, namespace: d}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: r-private-1, namespace: d, labels: {{kubernetes.io/service-name: r-private}}}}\nendpoints: [{pods}]\nports: [{{name: http, port: 8012}}]\n")
+        };
+        let addr = |s: &str| Endpoint::Addr(s.parse::<SocketAddr>().expect("addr"));
+        // No KIngress names the revision: the activator role serves it all the same.
+        let first = Served::new(
+            table_of(&yaml(
+                "{addresses: [10.0.0.1]}, {addresses: [10.0.0.2], conditions: {ready: false}}",
+            )),
+            &Served::default(),
+        );
+        let throttler = Arc::clone(&first.throttlers["d/r"]);
+        assert!(first.pools.contains_key(&addr("10.0.0.1:8012")));
+        assert!(
+            first.pools.contains_key(&addr("10.0.0.2:8012")),
+            "not ready yet, pooled"
+        );
+        let second = Served::new(table_of(&yaml("{addresses: [10.0.0.3]}")), &first);
+        assert!(Arc::ptr_eq(&throttler, &second.throttlers["d/r"]), "kept");
+        assert_eq!(throttler.load().pods, 1);
+        let gone = Served::new(table_of(""), &second);
+        assert!(gone.throttlers.is_empty());
     }
 }

@@ -1162,6 +1162,29 @@ fn an_h2c_revision_uses_the_http2_queue_port_and_a_revision_at_zero_is_still_ser
 }
 
 #[test]
+fn every_valid_revision_is_in_the_table_named_by_a_split_or_not() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    let snap = with_revisions(
+        snapshot(vec![ing], vec![]),
+        vec![
+            knative_revision("hello-00001", json!({}), &[("10.0.0.1", true)]),
+            knative_revision("hello-00002", json!({}), &[("10.0.0.2", false)]),
+            knative_revision("broken-00001", json!({"containerConcurrency": 5000}), &[]),
+        ],
+    );
+    let table = derive(&snap, &DeriveConfig::default()).table;
+    assert_eq!(
+        table.revisions.keys().collect::<Vec<_>>(),
+        ["default/hello-00001", "default/hello-00002"]
+    );
+    let unnamed = &table.revisions["default/hello-00002"];
+    assert_eq!(unnamed.not_ready, ["10.0.0.2:8012".parse().expect("addr")]);
+    let named = revision_of(&only_route(&table.public, "a.example.com").splits[0]);
+    assert_eq!(named, &*table.revisions["default/hello-00001"]);
+}
+
+#[test]
 fn an_invalid_revision_keeps_its_ingress_not_ready_and_says_which_field() {
     let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
     let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
