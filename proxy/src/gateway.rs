@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -33,6 +34,7 @@ use crate::rescue::{self, GatewayError};
 use crate::upstreams::Served;
 
 const K_NETWORK_HASH: HeaderName = HeaderName::from_static("k-network-hash");
+const K_NETWORK_PROBE: HeaderName = HeaderName::from_static("k-network-probe");
 /// Marks the kubelet's probes; from a client it would skip the queue's breaker and stats.
 const K_KUBELET_PROBE: HeaderName = HeaderName::from_static("k-kubelet-probe");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -52,6 +54,8 @@ pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 pub enum Listener {
     Public,
     Private,
+    /// Knative's activator ports (8012, 8013): requests name their revision.
+    Activator,
 }
 
 impl Listener {
@@ -62,6 +66,7 @@ impl Listener {
             (Listener::Public, true) => "https",
             (Listener::Private, false) => "private",
             (Listener::Private, true) => "private-https",
+            (Listener::Activator, _) => "activator",
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Gateway {
     edge: Arc<Edge>,
     /// Shared by every listener of the process.
     conn_limit: Arc<ConnLimit>,
+    /// Set on SIGTERM: the activator's kubelet probes fail.
+    draining: Arc<AtomicBool>,
 }
 
 /// What the requests of one client connection share.
@@ -135,6 +142,8 @@ struct Prepared {
 
 pub struct Parts {
     pub served: Arc<ArcSwap<Served>>,
+    /// Set on SIGTERM.
+    pub draining: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub connections: Arc<Connections>,
     pub access_log: bool,
@@ -158,6 +167,7 @@ impl Gateway {
             access_log: parts.access_log,
             edge: Arc::clone(&parts.edge),
             conn_limit: Arc::clone(&parts.conn_limit),
+            draining: Arc::clone(&parts.draining),
         }
     }
 
@@ -227,6 +237,7 @@ impl Gateway {
         let hosts: &HostTable = match self.listener {
             Listener::Public => &served.table.public,
             Listener::Private => &served.table.private,
+            Listener::Activator => return self.activator_route(req, seen),
         };
         let (name, vhost) = hosts
             .find_named(host_of(&req))
@@ -341,6 +352,36 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The activator's ports (§4.2): probes are answered here; any other request names its
+    /// revision (`Knative-Serving-Namespace` and `-Revision`, else a Host
+    /// `<revision>.<namespace>.svc…`) and goes through that revision's throttler.
+    fn activator_route(
+        &self,
+        req: Request<Incoming>,
+        seen: &Seen,
+    ) -> Result<Result<Prepared, Response<Body>>, GatewayError> {
+        if let Some(answer) = activator_probe(req.headers(), self.draining.load(Ordering::Acquire))
+        {
+            return Ok(Err(answer));
+        }
+        let key = revision_named(&req).ok_or(GatewayError::UnknownRevision)?;
+        let served = self.served.load();
+        let revision = served
+            .table
+            .revisions
+            .get(&key)
+            .ok_or(GatewayError::UnknownRevision)?;
+        Ok(Ok(Prepared {
+            tunnel: seen.tunnel,
+            req,
+            to: Destination::Revision {
+                throttler: served.throttler(revision),
+                revision: Arc::clone(revision),
+            },
+            h2c: revision.settings.h2c,
+        }))
+    }
+
     /// Waits for a slot on one of the revision's pods; a refusal or a wait is counted.
     async fn throttle(
         &self,
@@ -709,6 +750,67 @@ fn origin_form(req: &mut Request<Incoming>) {
 }
 
 /// h2c upstream: the Host (rewritten or not) becomes `:authority`; false if it is not one.
+/// What the activator answers itself (§4.2): a kubelet probe (200, or 500 once draining),
+/// a network probe (its hash echoed), `K-Network-Probe: activator` (200 `activator`, the
+/// autoscaler's probe before scaling to zero); any other probe value is a 400.
+fn activator_probe(headers: &http::HeaderMap, draining: bool) -> Option<Response<Body>> {
+    let kubelet = headers.contains_key(K_KUBELET_PROBE)
+        || headers
+            .get(header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe/"));
+    if kubelet {
+        let status = if draining {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        return Some(rescue::text(status, ""));
+    }
+    let probe = headers.get(K_NETWORK_PROBE).filter(|v| !v.is_empty())?;
+    Some(match probe.as_bytes() {
+        b"activator" => rescue::text(StatusCode::OK, "activator"),
+        b"probe" => match headers.get(K_NETWORK_HASH).filter(|h| !h.is_empty()) {
+            Some(hash) => {
+                let mut answer = rescue::text(StatusCode::OK, "");
+                answer.headers_mut().insert(K_NETWORK_HASH, hash.clone());
+                answer
+            }
+            None => rescue::text(
+                StatusCode::BAD_REQUEST,
+                "a probe request must contain a non-empty \"K-Network-Hash\" header\n",
+            ),
+        },
+        _ => rescue::text(StatusCode::BAD_REQUEST, "unexpected probe header value\n"),
+    })
+}
+
+/// The revision a request to the activator names, as `namespace/name`.
+fn revision_named<B>(req: &Request<B>) -> Option<String> {
+    let headers = req.headers();
+    let named = |h: &HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    if let (Some(ns), Some(name)) = (
+        named(&KNATIVE_SERVING_NAMESPACE),
+        named(&KNATIVE_SERVING_REVISION),
+    ) {
+        return Some(format!("{ns}/{name}"));
+    }
+    // `<revision>.<namespace>.svc.<cluster domain>`, perhaps with a port.
+    let host = host_of(req);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let mut labels = host.split('.');
+    match (labels.next(), labels.next(), labels.next()) {
+        (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => {
+            Some(format!("{ns}/{name}"))
+        }
+        _ => None,
+    }
+}
+
 /// The request as Knative's activator sends it to a pod (§4.6): the Host moves to
 /// `K-Original-Host` (the queue puts it back) and names the pod, `K-Proxy-Request:
 /// activator` marks it proxied, and the `Knative-Serving-*` headers that named the

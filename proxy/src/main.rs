@@ -47,6 +47,10 @@
 //! `$POD_NAME`, else the hostname): its first request at once, then a batch every second.
 //! A pod is used once `GET /healthz` with `K-Network-Probe: queue` answers 200 `queue`: a
 //! new pod (ready or not yet) is probed at once, and every 5 ms while requests wait for it.
+//! The activator's own ports, opened with `--activator-http ADDR` and `--activator-h2c ADDR`
+//! (Knative's are 8012 and 8013; HTTP/1.1 and h2c on both), serve requests that name their
+//! revision by `Knative-Serving-Namespace`/`-Revision` or a Host `<rev>.<ns>.svc…`, and
+//! answer kubelet probes, network probes and `K-Network-Probe: activator` themselves.
 //!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
@@ -83,7 +87,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::Served;
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-queue-depth N] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -250,6 +254,7 @@ fn main() -> ExitCode {
     let draining = Arc::new(AtomicBool::new(false));
     let parts = Parts {
         served: Arc::clone(&tables.served),
+        draining: Arc::clone(&draining),
         metrics: Arc::clone(&tables.metrics),
         connections,
         access_log: args.access_log,
@@ -265,6 +270,9 @@ fn main() -> ExitCode {
             "https" => Service::new(label.to_string(), gateway(Listener::Public, true)),
             "private" => Service::new(label.to_string(), gateway(Listener::Private, false)),
             "private-https" => Service::new(label.to_string(), gateway(Listener::Private, true)),
+            "activator" | "activator-h2c" => {
+                Service::new(label.to_string(), gateway(Listener::Activator, false))
+            }
             _ => {
                 let mut admin = Service::new(
                     label.to_string(),
@@ -470,14 +478,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     "--private-http" => "private",
                     "--private-https" => "private-https",
                     "--admin" => "admin",
+                    "--activator-http" => "activator",
+                    "--activator-h2c" => "activator-h2c",
                     other => return Err(format!("unknown argument {other:?}")),
                 };
                 let v = value()?;
                 let addr = v
                     .parse()
                     .map_err(|_| format!("{arg} {v:?} is not an address such as 0.0.0.0:8080"))?;
-                if let Some(slot) = listeners.iter_mut().find(|(l, _)| *l == label) {
-                    slot.1 = addr;
+                match listeners.iter_mut().find(|(l, _)| *l == label) {
+                    Some(slot) => slot.1 = addr,
+                    // The activator's ports are opened only when asked for.
+                    None => listeners.push((label, addr)),
                 }
             }
         }

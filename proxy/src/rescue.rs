@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// The request breaks HTTP/1.x's rules (or is `OPTIONS *`, answered here).
     #[error("refused: {0:?}")]
     Conform(Answer),
+    /// A request to the activator names no revision it knows (Knative's 404).
+    #[error("no such revision")]
+    UnknownRevision,
     /// The revision already holds as many requests as its queue may (Knative's 503).
     #[error("the revision's queue is full")]
     QueueFull,
@@ -43,7 +46,9 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::UnknownHost | GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::UnknownHost | GatewayError::NoRoute | GatewayError::UnknownRevision => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::NoSplit | GatewayError::NoEndpoints | GatewayError::QueueFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -63,6 +68,7 @@ impl GatewayError {
         match self {
             GatewayError::UnknownHost => "no such host\n",
             GatewayError::NoRoute => "no route\n",
+            GatewayError::UnknownRevision => "Error getting active endpoint: revision not found\n",
             GatewayError::NoSplit | GatewayError::NoEndpoints => "no healthy upstream\n",
             GatewayError::QueueFull => "pending request queue full\n",
             GatewayError::ActivatorTimeout => "activator request timeout",

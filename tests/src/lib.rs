@@ -115,9 +115,17 @@ pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
     ] {
         builder = builder.args([flag, "127.0.0.1:0"]);
     }
-    builder
-        .wait_for(&["public", "https", "private", "private-https", "admin"])
-        .spawn()
+    // The activator's ports are opened only when asked for; then they are waited for too.
+    let mut labels = vec!["public", "https", "private", "private-https", "admin"];
+    for (flag, label) in [
+        ("--activator-http", "activator"),
+        ("--activator-h2c", "activator-h2c"),
+    ] {
+        if extra.contains(&flag) {
+            labels.push(label);
+        }
+    }
+    builder.wait_for(&labels).spawn()
 }
 
 /// A fresh, empty directory under the system temp dir, removed when dropped.

@@ -11,6 +11,7 @@ use knoxy_tests::{
     backend_stats, backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client,
     json, queue, request_with, Proc, TempDir,
 };
+use serde_json::json;
 
 const HOST: &str = "hello.example.com";
 
@@ -326,6 +327,110 @@ async fn cc_one_on_four_threads_never_puts_two_requests_on_one_pod() {
             "both pods serve: {stats}"
         );
     }
+}
+
+// === The activator's own ports ===
+
+#[tokio::test]
+async fn the_activator_port_serves_a_revision_named_by_headers_or_host_and_answers_probes() {
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[port(&pod)], "timeoutSeconds: 30"));
+    let gw = gateway_with(
+        &dir.0,
+        &[
+            "--activator-http",
+            "127.0.0.1:0",
+            "--activator-h2c",
+            "127.0.0.1:0",
+        ],
+    );
+    let call = |listener: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let url = gw.url(listener, "/");
+        async move {
+            let req = request_with(Method::GET, &url, &headers, empty());
+            fetch(&http1_client(), req).await
+        }
+    };
+    // Named by Knative-Serving-* (as an ingress sends them), or by the revision's Host.
+    let by_headers = vec![
+        ("host", "hello.default.example.com"),
+        ("knative-serving-namespace", "default"),
+        ("knative-serving-revision", "hello-00001"),
+    ];
+    for listener in ["activator", "activator-h2c"] {
+        let (status, _, body) = call(listener, by_headers.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{listener}: {body}");
+        let seen = json(&body);
+        assert_eq!(seen["suffix"], "pod-a");
+        assert_eq!(
+            seen["headers"]["k-original-host"],
+            json!(["hello.default.example.com"])
+        );
+        assert_eq!(seen["headers"]["k-proxy-request"], json!(["activator"]));
+        assert!(
+            seen["headers"].get("knative-serving-revision").is_none(),
+            "{seen}"
+        );
+    }
+    let by_host = vec![("host", "hello-00001.default.svc.cluster.local:80")];
+    let (status, _, body) = call("activator", by_host).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A revision it does not know: Knative's 404.
+    let unknown = vec![
+        ("knative-serving-namespace", "default"),
+        ("knative-serving-revision", "nope-00001"),
+    ];
+    let (status, _, body) = call("activator", unknown).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            "Error getting active endpoint: revision not found\n"
+        )
+    );
+    // Probes are answered here and wake nothing: the pod sees none of them.
+    let before = backend_stats(&pod).await["requests"].clone();
+    type Headers = Vec<(&'static str, &'static str)>;
+    let probes: [(Headers, StatusCode, &str); 4] = [
+        (
+            vec![("k-network-probe", "activator")],
+            StatusCode::OK,
+            "activator",
+        ),
+        (vec![("user-agent", "kube-probe/1.30")], StatusCode::OK, ""),
+        (
+            vec![("k-network-probe", "queue")],
+            StatusCode::BAD_REQUEST,
+            "unexpected probe header value\n",
+        ),
+        (
+            vec![("k-network-probe", "probe"), ("k-network-hash", "abc")],
+            StatusCode::OK,
+            "",
+        ),
+    ];
+    for (headers, want_status, want_body) in probes {
+        let (status, answer_headers, body) = call("activator", headers.clone()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (want_status, want_body),
+            "{headers:?}"
+        );
+        if headers.contains(&("k-network-hash", "abc")) {
+            assert_eq!(answer_headers["k-network-hash"], "abc");
+        }
+    }
+    assert_eq!(
+        backend_stats(&pod).await["requests"],
+        before,
+        "no probe reached the pod"
+    );
+    assert_eq!(
+        metric(&gw, "knoxy_activator_wait_seconds_count").await,
+        None,
+        "no probe waited for a pod"
+    );
 }
 
 // === Demand to the autoscaler ===

@@ -108,6 +108,7 @@ fn gateway(yaml: &str, pods: Pods) -> (Arc<Gateway>, Arc<Pods>) {
     let served = Served::new(table_of(yaml), &Served::connecting_with(connector));
     let parts = Parts {
         served: Arc::new(ArcSwap::from_pointee(served)),
+        draining: Arc::default(),
         metrics: Arc::new(Metrics::new().expect("metrics")),
         connections: Arc::default(),
         access_log: false,
