@@ -289,31 +289,46 @@ impl Gateway {
             Ok(p) => p,
             Err(answered) => return Ok(answered),
         };
-        // The throttle step: a revision's request waits here for room on a pod.
-        let (upstream, slot) = match to {
-            Destination::Upstream(upstream) => (upstream, None),
+        // The throttle step: a revision's request waits here for room on a pod; its response
+        // head is due within the revision's response-start timeout (and its timeout), counted
+        // from now, as Knative's activator counts them.
+        let (upstream, slot, head_due) = match to {
+            Destination::Upstream(upstream) => (upstream, None, None),
             Destination::Revision {
                 throttler,
                 revision,
             } => {
+                let settings = &revision.settings;
+                let head_within = settings
+                    .response_start_timeout
+                    .map_or(settings.timeout, |t| t.min(settings.timeout));
+                let head_due = tokio::time::Instant::now() + head_within;
                 let slot = self.throttle(&throttler, &revision).await?;
                 activator_form(&mut req, slot.pod());
                 let pod = Endpoint::Addr(slot.pod());
-                (self.served.load().pool(pod), Some(slot))
+                (self.served.load().pool(pod), Some(slot), Some(head_due))
             }
         };
         // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
         let upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
-        let (mut response, lease) = if h2c && upgrade.is_none() {
-            if !absolute_form(&mut req) {
-                return Err(GatewayError::BadAuthority);
+        let sending = async {
+            if h2c && upgrade.is_none() {
+                if !absolute_form(&mut req) {
+                    return Err(GatewayError::BadAuthority);
+                }
+                *req.version_mut() = Version::HTTP_2;
+                Ok((upstream.send_h2(req).await.map_err(upstream_error)?, None))
+            } else {
+                origin_form(&mut req);
+                let (r, lease) = upstream.send_h1(req).await.map_err(upstream_error)?;
+                Ok((r, Some(lease)))
             }
-            *req.version_mut() = Version::HTTP_2;
-            (upstream.send_h2(req).await.map_err(upstream_error)?, None)
-        } else {
-            origin_form(&mut req);
-            let (r, lease) = upstream.send_h1(req).await.map_err(upstream_error)?;
-            (r, Some(lease))
+        };
+        let (mut response, lease) = match head_due {
+            None => sending.await?,
+            Some(at) => tokio::time::timeout_at(at, sending)
+                .await
+                .map_err(|_| GatewayError::ActivatorTimeout)??,
         };
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
             // The upstream connection now belongs to the tunnel, not the pool.

@@ -41,7 +41,8 @@
 //! to the pods of the revision's private Service through the revision's throttler
 //! (containerConcurrency per pod, Knative's pod policy); with no pod with room, requests wait
 //! in order, at most `--activator-queue-depth` (10,000) per revision (then 503), at most
-//! the revision's `timeoutSeconds` (then 504 `activator request timeout`). Each revision's
+//! the revision's `timeoutSeconds` (then 504 `activator request timeout`, as when the response
+//! head is later than `responseStartTimeoutSeconds`, or `timeoutSeconds`). Each revision's
 //! demand (waiting requests included) goes to Knative's autoscaler over its stat websocket
 //! (`--autoscaler-url`, Knative's by default; empty: not reported) as `--pod-name` (default
 //! `$POD_NAME`, else the hostname): its first request at once, then a batch every second.

@@ -108,6 +108,29 @@ async fn with_no_pod_a_request_waits_for_the_revision_timeout_then_gets_504() {
 }
 
 #[tokio::test]
+async fn a_response_head_later_than_the_response_start_timeout_gets_504() {
+    let pod = backend_with(&[]);
+    let dir = TempDir::new("gw");
+    let spec = "timeoutSeconds: 30, responseStartTimeoutSeconds: 1";
+    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
+    let gw = gateway(&dir.0);
+    let started = Instant::now();
+    let (status, _, body) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=5000").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // A quicker answer is not cut.
+    let (status, _, _) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=100").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn past_the_queue_depth_a_request_gets_503_at_once() {
     let dir = TempDir::new("gw");
     dir.write("hello.yaml", &objects(&[], "timeoutSeconds: 2"));
