@@ -128,7 +128,8 @@ impl Throttler {
 
     /// The revision's containerConcurrency and its pods as its endpoints list them now.
     /// Without probing the ready ones are used; with it, those whose probe passed (a pod
-    /// that turns not-ready is probed again, a new one at once).
+    /// that turns not-ready is probed again, a new one at once). Pods that stay keep their
+    /// count of requests in flight; a removed pod's requests finish where they are.
     pub fn set_pods(self: &Arc<Self>, cc: u32, ready: &[SocketAddr], not_ready: &[SocketAddr]) {
         let mut st = self.state.lock();
         let sorted = |pods: &[SocketAddr]| {
@@ -180,18 +181,6 @@ impl Throttler {
         st.healthy.sort_unstable();
         let usable = st.healthy.clone();
         self.use_pods(&mut st, usable);
-    }
-
-    /// The revision's containerConcurrency and the pods to use now. Pods that stay keep
-    /// their count of requests in flight; a removed pod's requests finish where they are;
-    /// waiting requests go to any new room at once.
-    pub fn update(self: &Arc<Self>, cc: u32, addrs: &[SocketAddr]) {
-        let mut st = self.state.lock();
-        st.cc = cc;
-        let mut addrs = addrs.to_vec();
-        addrs.sort_unstable();
-        addrs.dedup();
-        self.use_pods(&mut st, addrs);
     }
 
     /// Makes `addrs` (sorted) the pods used; waiting requests go to any new room at once.
@@ -350,14 +339,13 @@ impl Drop for Lease {
         if !self.armed && !self.counted {
             return;
         }
-        let throttler = Arc::clone(&self.throttler);
-        let mut st = throttler.state.lock();
+        let mut st = self.throttler.state.lock();
         if self.counted {
             st.window.leave(now(), false);
         }
         if self.armed {
             release(&mut st, self.pod);
-            throttler.dispatch(&mut st);
+            self.throttler.dispatch(&mut st);
         }
     }
 }

@@ -572,8 +572,7 @@ fn revision_backend(view: &mut View<'_>, revision: &Revision) -> Result<Backend,
     }
     not_ready.retain(|p| ready.binary_search(p).is_err());
     let target = RevisionTarget {
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone(),
+        key: meta.key(),
         settings,
         ready,
         not_ready,

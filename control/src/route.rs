@@ -92,8 +92,8 @@ pub enum Target {
 /// A revision as the activator role sees it: its settings and its pods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionTarget {
-    pub namespace: String,
-    pub name: String,
+    /// `namespace/name`: the key of its throttler, and of `RouteTable::revisions`.
+    pub key: String,
     pub settings: Settings,
     /// Ready pods on the queue port, sorted by address.
     pub ready: Vec<SocketAddr>,
@@ -219,6 +219,16 @@ impl Backend {
         };
         (!addrs.is_empty())
             .then(|| addrs[self.next.0.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+    }
+}
+
+impl RevisionTarget {
+    pub fn namespace(&self) -> &str {
+        self.key.split_once('/').map_or("", |(ns, _)| ns)
+    }
+
+    pub fn name(&self) -> &str {
+        self.key.split_once('/').map_or(&self.key, |(_, name)| name)
     }
 }
 

@@ -263,7 +263,7 @@ impl Gateway {
                 port: *port,
             })),
             Target::Revision(rev) => Destination::Revision {
-                throttler: served.throttler(rev),
+                throttler: served.throttler(rev).ok_or(GatewayError::NoEndpoints)?,
                 revision: Arc::clone(rev),
             },
         };
@@ -390,7 +390,9 @@ impl Gateway {
             tunnel: seen.tunnel,
             req,
             to: Destination::Revision {
-                throttler: served.throttler(revision),
+                throttler: served
+                    .throttler(revision)
+                    .ok_or(GatewayError::UnknownRevision)?,
                 revision: Arc::clone(revision),
             },
             h2c: revision.settings.h2c,
@@ -404,7 +406,7 @@ impl Gateway {
         revision: &RevisionTarget,
     ) -> Result<Lease, GatewayError> {
         let started = std::time::Instant::now();
-        let labels = [revision.namespace.as_str(), revision.name.as_str()];
+        let labels = [revision.namespace(), revision.name()];
         match throttler.acquire(revision.settings.timeout).await {
             Ok(slot) => {
                 if slot.waited() {

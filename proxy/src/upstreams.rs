@@ -122,8 +122,8 @@ impl Served {
     fn new_throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {
         let cc = rev.settings.container_concurrency;
         let reporting = self.sink.as_ref().map(|sink| Reporting {
-            namespace: rev.namespace.clone(),
-            name: rev.name.clone(),
+            namespace: rev.namespace().to_owned(),
+            name: rev.name().to_owned(),
             sink: sink.clone(),
         });
         let mut throttler = Throttler::reporting(cc, self.queue_depth, reporting);
@@ -140,14 +140,9 @@ impl Served {
         self.throttlers.iter().map(|(k, t)| (k.as_str(), t))
     }
 
-    /// The throttler of the revision `rev`; one the table does not name (a request that
-    /// outlived its table) gets one of its own.
-    pub fn throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {
-        let key = format!("{}/{}", rev.namespace, rev.name);
-        match self.throttlers.get(&key) {
-            Some(t) => Arc::clone(t),
-            None => self.new_throttler(rev),
-        }
+    /// The throttler of the revision `rev`: every revision of the table has one.
+    pub fn throttler(&self, rev: &RevisionTarget) -> Option<Arc<Throttler>> {
+        self.throttlers.get(&rev.key).cloned()
     }
 
     /// An empty table whose pools will open connections with `connector`.

@@ -20,7 +20,7 @@ fn load(t: &Throttler) -> (u32, usize) {
 #[tokio::test(start_paused = true)]
 async fn cc_one_gives_each_pod_one_request_and_the_next_waits_for_a_slot() {
     let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
-    t.update(1, &[addr(2), addr(1)]);
+    t.set_pods(1, &[addr(2), addr(1)], &[]);
     let a = t.acquire(LONG).await.expect("room");
     let b = t.acquire(LONG).await.expect("room");
     assert_eq!(
@@ -44,7 +44,7 @@ async fn cc_one_gives_each_pod_one_request_and_the_next_waits_for_a_slot() {
 #[tokio::test(start_paused = true)]
 async fn waiting_requests_are_served_first_come_first_served() {
     let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
-    t.update(1, &[addr(1)]);
+    t.set_pods(1, &[addr(1)], &[]);
     let first = t.acquire(LONG).await.expect("room");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for n in 0..5 {
@@ -69,7 +69,7 @@ async fn waiting_requests_are_served_first_come_first_served() {
 #[tokio::test(start_paused = true)]
 async fn past_the_queue_depth_a_request_is_refused_and_a_place_frees_when_a_waiter_leaves() {
     let t = Throttler::new(1, 2);
-    t.update(1, &[addr(1)]);
+    t.set_pods(1, &[addr(1)], &[]);
     let _busy = t.acquire(LONG).await.expect("room");
     let w1 = tokio::spawn({
         let t = Arc::clone(&t);
@@ -115,7 +115,7 @@ async fn with_no_pod_requests_are_held_until_one_appears_or_their_timeout() {
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(load(&t), (0, 20));
-    t.update(0, &[addr(7)]);
+    t.set_pods(0, &[addr(7)], &[]);
     for h in held {
         assert_eq!(
             h.await.expect("task"),
@@ -128,17 +128,17 @@ async fn with_no_pod_requests_are_held_until_one_appears_or_their_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_new_pod_list_keeps_the_counts_of_the_pods_that_stay() {
     let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
-    t.update(1, &[addr(1)]);
+    t.set_pods(1, &[addr(1)], &[]);
     let on_1 = t.acquire(LONG).await.expect("room");
-    t.update(1, &[addr(1), addr(2)]);
+    t.set_pods(1, &[addr(1), addr(2)], &[]);
     let next = t.acquire(LONG).await.expect("room");
     assert_eq!(next.pod(), addr(2), "pod 1 is still busy");
     // Pod 1 leaves with its request running; the release finds nothing to give back.
-    t.update(1, &[addr(2), addr(3)]);
+    t.set_pods(1, &[addr(2), addr(3)], &[]);
     drop(on_1);
     assert_eq!(load(&t), (1, 0));
     // A bigger containerConcurrency gives room on the same pods.
-    t.update(2, &[addr(2), addr(3)]);
+    t.set_pods(2, &[addr(2), addr(3)], &[]);
     let second = t.acquire(LONG).await.expect("room");
     assert_eq!(
         second.pod(),
@@ -152,7 +152,7 @@ async fn a_new_pod_list_keeps_the_counts_of_the_pods_that_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn never_more_than_cc_on_a_pod_from_requests_on_every_thread() {
     let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH);
-    t.update(1, &[addr(1), addr(2)]);
+    t.set_pods(1, &[addr(1), addr(2)], &[]);
     let on_pod: Arc<HashMap<SocketAddr, AtomicU32>> =
         Arc::new([(addr(1), AtomicU32::new(0)), (addr(2), AtomicU32::new(0))].into());
     let worst = Arc::new(AtomicU32::new(0));
@@ -230,7 +230,7 @@ async fn the_first_request_is_reported_at_once_and_the_windows_after_it_average_
     assert_eq!(tick(&t), Some((1.0, 0.0)), "still waiting: concurrency 1");
     // A pod comes half-way through the next window and the request ends with it.
     tokio::time::advance(Duration::from_millis(500)).await;
-    t.update(1, &[addr(1)]);
+    t.set_pods(1, &[addr(1)], &[]);
     assert_eq!(held.await.expect("task"), Ok(addr(1)));
     tokio::time::advance(Duration::from_millis(500)).await;
     assert_eq!(tick(&t), Some((0.5, 0.0)));

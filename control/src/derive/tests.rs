@@ -1114,10 +1114,7 @@ fn a_split_naming_a_revision_goes_to_its_private_pods_not_its_public_endpoints()
     ));
     let route = only_route(&out.table.public, "a.example.com");
     let rev = revision_of(&route.splits[0]);
-    assert_eq!(
-        (rev.namespace.as_str(), rev.name.as_str()),
-        ("default", "hello-00001")
-    );
+    assert_eq!((rev.namespace(), rev.name()), ("default", "hello-00001"));
     assert_eq!(
         addrs(&route.splits[0]),
         ["pod:10.0.0.1:8012", "pod:10.0.0.2:8012"]

@@ -446,7 +446,9 @@ async fn a_held_request_goes_to_the_first_pod_that_appears() {
             .find_named("hello.example.com")
             .expect("host");
         match &vhost.routes[0].splits[0].backend.target {
-            knoxy_control::route::Target::Revision(rev) => served.throttler(rev),
+            knoxy_control::route::Target::Revision(rev) => {
+                served.throttler(rev).expect("a throttler")
+            }
             other => panic!("not a revision: {other:?}"),
         }
     };

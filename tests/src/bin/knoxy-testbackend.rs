@@ -305,11 +305,7 @@ async fn handle(
             .is_some_and(|v| v == "queue")
     {
         // Standing in for a pod's queue, it answers the activator's probe (not a request).
-        state.probes.lock().push(json!({
-            "path": path,
-            "proto": proto(req.version()),
-            "headers": headers_json(req.headers()),
-        }));
+        record_probe(&state, &path, &req);
         let status =
             StatusCode::from_u16(state.health.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
         let body = if status == StatusCode::OK {
@@ -332,11 +328,7 @@ async fn handle(
         .get(K_NETWORK_PROBE)
         .is_some_and(|v| v == "probe");
     if path == "/healthz" || user_agent.starts_with(b"kube-probe") || network_probe {
-        state.probes.lock().push(json!({
-            "path": path,
-            "proto": proto(req.version()),
-            "headers": headers_json(req.headers()),
-        }));
+        record_probe(&state, &path, &req);
     }
 
     if !network_probe {
@@ -388,6 +380,15 @@ fn probe_answer(headers: &HeaderMap) -> Response<RespBody> {
 }
 
 /// `/-/` endpoints: observe and steer the backend; never counted as requests.
+/// Keeps a probe's path, protocol and headers for `/-/stats`.
+fn record_probe<B>(state: &State, path: &str, req: &Request<B>) {
+    state.probes.lock().push(json!({
+        "path": path,
+        "proto": proto(req.version()),
+        "headers": headers_json(req.headers()),
+    }));
+}
+
 fn control(state: &State, req: Request<Incoming>) -> Response<RespBody> {
     let params = Params::parse(req.uri().query());
     match (req.method(), req.uri().path()) {
