@@ -8,8 +8,10 @@
 
 mod policy;
 pub mod probe;
+pub mod share;
 pub mod stats;
 mod throttler;
 
+pub use share::Share;
 pub use stats::StatSink;
 pub use throttler::{Lease, Load, Refused, Reporting, Throttler, DEFAULT_QUEUE_DEPTH};

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::policy::{pick, Pod};
+use crate::share::{self, Share};
 use crate::stats::StatSink;
 
 /// Requests held per revision before the next gets a 503 (Knative's `breakerQueueDepth`).
@@ -49,6 +50,8 @@ struct State {
     first_reported: bool,
     /// Pods are used only once a probe passed (else Kubernetes' ready is trusted).
     probing: bool,
+    /// This replica's share of the pods, when several gateways play the activator.
+    share: Option<Share>,
     /// The revision's pods as its endpoints list them, sorted.
     ready: Vec<SocketAddr>,
     not_ready: Vec<SocketAddr>,
@@ -110,6 +113,7 @@ impl Throttler {
                 tracked: false,
                 first_reported: false,
                 probing: false,
+                share: None,
                 ready: Vec::new(),
                 not_ready: Vec::new(),
                 healthy: Vec::new(),
@@ -123,6 +127,13 @@ impl Throttler {
     /// Pods are used only after their probe passes; [`crate::probe::keep_probing`] probes them.
     pub fn probing(self: Arc<Self>) -> Arc<Self> {
         self.state.lock().probing = true;
+        self
+    }
+
+    /// With a limited containerConcurrency, only this replica's share of the healthy pods is
+    /// used (with an unlimited one, every pod: all replicas use all pods, as Knative's do).
+    pub fn shared(self: Arc<Self>, share: Option<Share>) -> Arc<Self> {
+        self.state.lock().share = share;
         self
     }
 
@@ -185,6 +196,10 @@ impl Throttler {
 
     /// Makes `addrs` (sorted) the pods used; waiting requests go to any new room at once.
     fn use_pods(self: &Arc<Self>, st: &mut State, addrs: Vec<SocketAddr>) {
+        let addrs = match st.cc {
+            0 => addrs,
+            _ => share::assigned(addrs, st.share),
+        };
         let pods = addrs
             .into_iter()
             .map(|addr| {

@@ -52,6 +52,9 @@
 //! (Knative's are 8012 and 8013; HTTP/1.1 and h2c on both), serve requests that name their
 //! revision by `Knative-Serving-Namespace`/`-Revision` or a Host `<rev>.<ns>.svc…`, and
 //! answer kubelet probes, network probes and `K-Network-Probe: activator` themselves.
+//! Several gateway replicas split each limited revision's pods as Knative's activators do
+//! (`--activator-replicas N --activator-index I`; every replica uses all pods when the
+//! revision's containerConcurrency is 0).
 //!
 //! TLS: Pingora accepts the TCP connections and tokio-rustls does the handshake, so the
 //! certificate can be chosen by SNI from the live table (Pingora's rustls listener takes
@@ -86,9 +89,9 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 use gateway::{Gateway, Listener, Parts};
-use upstreams::Served;
+use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -113,6 +116,8 @@ struct Args {
     access_log: bool,
     /// Requests a revision may hold waiting for a pod before the next gets a 503.
     queue_depth: usize,
+    /// This gateway's place among the replicas playing the activator.
+    share: Option<knoxy_activator::Share>,
     /// Knative's autoscaler's stat websocket; empty: demand is not reported.
     autoscaler_url: String,
     /// This gateway's pod, as its reports name it.
@@ -159,11 +164,12 @@ fn main() -> ExitCode {
         }
     };
     let tables = Arc::new(Tables {
-        served: Arc::new(ArcSwap::from_pointee(Served::holding(
-            args.queue_depth,
-            reporting.then(|| sink.clone()),
-            Some(prober),
-        ))),
+        served: Arc::new(ArcSwap::from_pointee(Served::holding(Activator {
+            queue_depth: args.queue_depth,
+            share: args.share,
+            sink: reporting.then(|| sink.clone()),
+            prober: Some(prober),
+        }))),
         certs: Arc::new(ArcSwap::from_pointee(tls::CertStore::default())),
         metrics,
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
@@ -426,6 +432,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         upgrade_sock: UPGRADE_SOCK.to_owned(),
         access_log: false,
         queue_depth: knoxy_activator::DEFAULT_QUEUE_DEPTH,
+        share: None,
         autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
         // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
         pod_name: std::env::var("POD_NAME")
@@ -440,6 +447,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             .unwrap_or_else(|| "knoxy".to_owned()),
     };
     let mut config_dir = None;
+    let (mut index, mut replicas) = (0, 1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         let limits = &mut parsed.limits;
@@ -455,6 +463,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--activator-queue-depth" => {
                 parsed.queue_depth = count(&arg, &value()?, 0..=10_000_000)?
             }
+            "--activator-replicas" => replicas = count(&arg, &value()?, 1..=100_000)?,
+            "--activator-index" => index = count(&arg, &value()?, 0..=99_999)?,
             "--max-header-bytes" => {
                 limits.max_header_bytes = count(&arg, &value()?, 1024..=64 << 20)?
             }
@@ -495,6 +505,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
         }
     }
+    parsed.share = Some(knoxy_activator::Share::new(index, replicas).ok_or_else(|| {
+        format!("--activator-index {index} is not below --activator-replicas {replicas}")
+    })?);
     parsed.config_dir = config_dir.ok_or("--config-dir is required")?;
     parsed.listeners = listeners;
     Ok(parsed)
@@ -562,8 +575,13 @@ mod tests {
             "ws://127.0.0.1:1",
             "--pod-name",
             "gw-1",
+            "--activator-replicas",
+            "3",
+            "--activator-index",
+            "2",
         ])
         .expect("valid");
+        assert_eq!(a.share, knoxy_activator::Share::new(2, 3));
         assert_eq!(a.threads, 3);
         assert_eq!(a.queue_depth, 12);
         assert_eq!(
@@ -598,6 +616,13 @@ mod tests {
         assert!(
             parse(&["--config-dir", "d", "--threads"]).is_err(),
             "a missing value"
+        );
+        let e = parse(&["--config-dir", "d", "--activator-index", "1"])
+            .err()
+            .expect("index 1 of 1 replica");
+        assert!(
+            e.contains("--activator-index 1") && e.contains("--activator-replicas 1"),
+            "{e}"
         );
     }
 

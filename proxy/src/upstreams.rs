@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use knoxy_activator::{probe, Reporting, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
+use knoxy_activator::{probe, Reporting, Share, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
 use knoxy_control::route::{RevisionTarget, RouteTable, Target};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
@@ -23,19 +23,39 @@ pub struct Served {
     pools: HashMap<Endpoint, Arc<Upstream>, Fast>,
     /// Each revision's throttler, by `namespace/name`: it outlives tables, as its requests do.
     throttlers: HashMap<String, Arc<Throttler>, Fast>,
-    /// How many requests a revision may hold (`--activator-queue-depth`).
-    queue_depth: usize,
-    /// Where throttlers report their revision's demand (None: not reported).
-    sink: Option<StatSink>,
-    /// Where pods are probed before use (None: Kubernetes' ready is trusted).
-    prober: Option<tokio::runtime::Handle>,
+    /// How new throttlers are made.
+    activator: Activator,
     /// How new pools open connections (None: TCP); the in-memory tests plug one in.
     connector: Option<Arc<dyn Connect>>,
 }
 
+/// How the gateway plays the activator: the same for every revision and every table.
+#[derive(Clone)]
+pub struct Activator {
+    /// How many requests a revision may hold (`--activator-queue-depth`).
+    pub queue_depth: usize,
+    /// This replica's share of each revision's pods (`--activator-index`/`-replicas`).
+    pub share: Option<Share>,
+    /// Where throttlers report their revision's demand (None: not reported).
+    pub sink: Option<StatSink>,
+    /// Where pods are probed before use (None: Kubernetes' ready is trusted).
+    pub prober: Option<tokio::runtime::Handle>,
+}
+
+impl Default for Activator {
+    fn default() -> Self {
+        Activator {
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            share: None,
+            sink: None,
+            prober: None,
+        }
+    }
+}
+
 impl Default for Served {
     fn default() -> Self {
-        Served::holding(DEFAULT_QUEUE_DEPTH, None, None)
+        Served::holding(Activator::default())
     }
 }
 
@@ -94,40 +114,33 @@ impl Served {
             table,
             pools,
             throttlers,
-            queue_depth: previous.queue_depth,
-            sink: previous.sink.clone(),
-            prober: previous.prober.clone(),
+            activator: previous.activator.clone(),
             connector: previous.connector.clone(),
         }
     }
 
-    /// An empty table whose revisions may each hold `queue_depth` requests, report their
-    /// demand to `sink`, and have their pods probed on `prober` before use.
-    pub fn holding(
-        queue_depth: usize,
-        sink: Option<StatSink>,
-        prober: Option<tokio::runtime::Handle>,
-    ) -> Served {
+    /// An empty table whose revisions' throttlers will be made as `activator` says.
+    pub fn holding(activator: Activator) -> Served {
         Served {
             table: RouteTable::default(),
             pools: HashMap::default(),
             throttlers: HashMap::default(),
-            queue_depth,
-            sink,
-            prober,
+            activator,
             connector: None,
         }
     }
 
     fn new_throttler(&self, rev: &RevisionTarget) -> Arc<Throttler> {
         let cc = rev.settings.container_concurrency;
-        let reporting = self.sink.as_ref().map(|sink| Reporting {
+        let role = &self.activator;
+        let reporting = role.sink.as_ref().map(|sink| Reporting {
             namespace: rev.namespace().to_owned(),
             name: rev.name().to_owned(),
             sink: sink.clone(),
         });
-        let mut throttler = Throttler::reporting(cc, self.queue_depth, reporting);
-        if let Some(prober) = &self.prober {
+        let mut throttler =
+            Throttler::reporting(cc, role.queue_depth, reporting).shared(role.share);
+        if let Some(prober) = &role.prober {
             throttler = throttler.probing();
             prober.spawn(probe::keep_probing(Arc::downgrade(&throttler)));
         }

@@ -310,3 +310,27 @@ async fn a_pod_that_turns_not_ready_or_leaves_is_probed_again() {
     trusting.set_pods(1, &[addr(1)], &[addr(2)]);
     assert_eq!(trusting.load().pods, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn replicas_split_a_limited_revisions_pods_and_share_an_unlimited_ones() {
+    let pods = [addr(1), addr(2), addr(3)];
+    let replica = |index, cc| {
+        let t = Throttler::new(cc, DEFAULT_QUEUE_DEPTH).shared(Share::new(index, 2));
+        t.set_pods(cc, &pods, &[]);
+        t
+    };
+    let (first, second) = (replica(0, 1), replica(1, 1));
+    // 3 pods for 2 replicas: a slice of one each, the remainder (pod 3) to replica 0.
+    assert_eq!(first.load().pods, 2);
+    assert_eq!(second.load().pods, 1);
+    let a = first.acquire(LONG).await.expect("room");
+    let b = first.acquire(LONG).await.expect("room");
+    let c = second.acquire(LONG).await.expect("room");
+    assert_eq!((a.pod(), b.pod(), c.pod()), (addr(1), addr(3), addr(2)));
+    // Capacity is containerConcurrency on this replica's pods only: the next one waits.
+    let more = second.acquire(Duration::from_millis(50)).await;
+    assert_eq!(more.err(), Some(Refused::Timeout));
+
+    let unlimited = (replica(0, 0), replica(1, 0));
+    assert_eq!((unlimited.0.load().pods, unlimited.1.load().pods), (3, 3));
+}
