@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -47,7 +49,10 @@ const K_ORIGINAL_HOST: HeaderName = HeaderName::from_static("k-original-host");
 const KNATIVE_SERVING_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
 const KNATIVE_SERVING_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
 
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+/// A response body: the pod's, relayed, or one of ours. Its error may be the pod's
+/// connection's, or a revision's idle timeout.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which listener a connection arrived on: the public one serves ExternalIP rules only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,14 +304,17 @@ impl Gateway {
                 revision,
             } => {
                 let settings = &revision.settings;
-                let head_within = settings
-                    .response_start_timeout
-                    .map_or(settings.timeout, |t| t.min(settings.timeout));
+                // Knative's idle timeout runs from the request's arrival as well.
+                let head_within = [settings.response_start_timeout, settings.idle_timeout]
+                    .into_iter()
+                    .flatten()
+                    .fold(settings.timeout, Duration::min);
                 let head_due = tokio::time::Instant::now() + head_within;
                 let slot = self.throttle(&throttler, &revision).await?;
                 activator_form(&mut req, slot.pod());
                 let pod = Endpoint::Addr(slot.pod());
-                (self.served.load().pool(pod), Some(slot), Some(head_due))
+                let held = (slot, settings.idle_timeout);
+                (self.served.load().pool(pod), Some(held), Some(head_due))
             }
         };
         // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
@@ -347,18 +355,23 @@ impl Gateway {
                 gauge.dec();
                 drop(counted);
                 // A tunnel is one request in flight on its pod until it closes.
-                drop(slot);
+                drop(slot.map(|(slot, _)| slot));
             });
             return Ok(response.map(|_| empty()));
         }
         hop::strip(response.headers_mut(), false);
         Ok(match slot {
-            None => response.map(|body| LeasedBody::new(body, lease).boxed_unsync()),
+            None => response.map(|body| {
+                LeasedBody::new(body, lease)
+                    .map_err(BoxError::from)
+                    .boxed_unsync()
+            }),
             // The pod's slot is held until the response has been relayed (or abandoned).
-            Some(slot) => response.map(|body| {
+            Some((slot, idle)) => response.map(|body| {
                 Held {
                     body: LeasedBody::new(body, lease),
                     _slot: slot,
+                    idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
                 }
                 .boxed_unsync()
             }),
@@ -530,21 +543,50 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 // === Helpers ===
 
-/// A response body holding a revision's pod slot until it is dropped.
+/// A response body holding a revision's pod slot until it is dropped, and cut (an error,
+/// not a short body passed off as whole) when the pod sends nothing for the revision's
+/// `idleTimeoutSeconds`.
 struct Held<B> {
     body: B,
     _slot: Lease,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
-impl<B: HttpBody + Unpin> HttpBody for Held<B> {
+/// The pod sent nothing for the revision's idle timeout.
+#[derive(Debug)]
+struct IdleTimeout;
+
+impl<B> HttpBody for Held<B>
+where
+    B: HttpBody + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some((within, timer)) = &mut this.idle {
+                    timer.as_mut().reset(tokio::time::Instant::now() + *within);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle_passed = match &mut this.idle {
+                    Some((_, timer)) => timer.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if idle_passed {
+                    return Poll::Ready(Some(Err(IdleTimeout.into())));
+                }
+                Poll::Pending
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -884,6 +926,14 @@ fn host_of<B>(req: &Request<B>) -> &str {
     };
     found.unwrap_or("")
 }
+
+impl std::fmt::Display for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("activator idle timeout")
+    }
+}
+
+impl std::error::Error for IdleTimeout {}
 
 fn empty() -> Body {
     http_body_util::Empty::new()

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use knoxy_tests::{
     backend_stats, backend_with, closed_port, empty, fetch, gateway, gateway_with, http1_client,
     json, queue, request_with, Proc, TempDir,
@@ -128,6 +129,40 @@ async fn a_response_head_later_than_the_response_start_timeout_gets_504() {
     // A quicker answer is not cut.
     let (status, _, _) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=100").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_pod_silent_for_the_idle_timeout_gets_504_before_its_head_and_a_cut_body_after() {
+    let pod = backend_with(&[]);
+    let dir = TempDir::new("gw");
+    let spec = "timeoutSeconds: 30, idleTimeoutSeconds: 1";
+    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
+    let gw = gateway(&dir.0);
+    let started = Instant::now();
+    let (status, _, body) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=5000").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+
+    // After the head, a silence as long ends the body with an error, not a clean end.
+    let streamed = |gap: u32| {
+        let url = gw.url("public", &format!("/?stream&n=3&gap={gap}"));
+        request_with(Method::GET, &url, &[("host", HOST)], empty())
+    };
+    let response = knoxy_tests::send(&http1_client(), streamed(3000)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let read = knoxy_tests::within("the cut body", response.into_body().collect()).await;
+    assert!(read.is_err(), "the body was cut, and the client knows it");
+    // Chunks closer together than the idle timeout all arrive.
+    let (status, _, body) = fetch(&http1_client(), streamed(300)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "chunk0\nchunk1\nchunk2\n");
 }
 
 #[tokio::test]
