@@ -194,6 +194,23 @@ impl Throttler {
         self.use_pods(&mut st, usable);
     }
 
+    /// `pod` refused a connection (or could not be reached): it gets no more requests until
+    /// its probe passes again, or, without probing, until the endpoints list it anew.
+    pub fn unreachable(self: &Arc<Self>, pod: SocketAddr) {
+        let mut st = self.state.lock();
+        st.healthy.retain(|p| *p != pod);
+        let usable: Vec<SocketAddr> = st
+            .pods
+            .iter()
+            .map(|p| p.addr)
+            .filter(|p| *p != pod)
+            .collect();
+        self.use_pods(&mut st, usable);
+        if st.probing {
+            self.probe_wanted.notify_one();
+        }
+    }
+
     /// Makes `addrs` (sorted) the pods used; waiting requests go to any new room at once.
     fn use_pods(self: &Arc<Self>, st: &mut State, addrs: Vec<SocketAddr>) {
         let addrs = match st.cc {

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use knoxy_activator::{Lease, Refused, Throttler};
 use knoxy_control::route::{HostTable, RevisionTarget, Route, Split, Target};
 use knoxy_edge::{conform, Closed, ConnLimit, Edge, Proto};
-use knoxy_upstream::{hop, Endpoint, LeasedBody, Upstream};
+use knoxy_upstream::{hop, Endpoint, LeasedBody, Ready, Upstream};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -294,49 +294,54 @@ impl Gateway {
             Ok(p) => p,
             Err(answered) => return Ok(answered),
         };
+        // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
+        let upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
+        let h2 = h2c && upgrade.is_none();
         // The throttle step: a revision's request waits here for room on a pod; its response
-        // head is due within the revision's response-start timeout (and its timeout), counted
-        // from now, as Knative's activator counts them.
-        let (upstream, slot, head_due) = match to {
-            Destination::Upstream(upstream) => (upstream, None, None),
+        // head is due within the revision's response-start and idle timeouts (and its
+        // timeout), counted from now, as Knative's activator counts them.
+        let (via, slot, head_due) = match to {
+            Destination::Upstream(upstream) => (Via::Pool(upstream), None, None),
             Destination::Revision {
                 throttler,
                 revision,
             } => {
                 let settings = &revision.settings;
-                // Knative's idle timeout runs from the request's arrival as well.
                 let head_within = [settings.response_start_timeout, settings.idle_timeout]
                     .into_iter()
                     .flatten()
                     .fold(settings.timeout, Duration::min);
                 let head_due = tokio::time::Instant::now() + head_within;
-                let slot = self.throttle(&throttler, &revision).await?;
+                let (ready, slot) = self.reach(&throttler, &revision, h2, head_due).await?;
                 activator_form(&mut req, slot.pod());
-                let pod = Endpoint::Addr(slot.pod());
                 let held = (slot, settings.idle_timeout);
-                (self.served.load().pool(pod), Some(held), Some(head_due))
+                (Via::Ready(ready), Some(held), Some(head_due))
             }
         };
-        // A WebSocket (or other end-to-end) upgrade is tunnelled over HTTP/1.1.
-        let upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
+        if h2 {
+            if !absolute_form(&mut req) {
+                return Err(GatewayError::BadAuthority);
+            }
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            origin_form(&mut req);
+        }
         let sending = async {
-            if h2c && upgrade.is_none() {
-                if !absolute_form(&mut req) {
-                    return Err(GatewayError::BadAuthority);
+            match via {
+                Via::Ready(ready) => ready.send(req).await,
+                Via::Pool(upstream) if h2 => Ok((upstream.send_h2(req).await?, None)),
+                Via::Pool(upstream) => {
+                    let (response, lease) = upstream.send_h1(req).await?;
+                    Ok((response, Some(lease)))
                 }
-                *req.version_mut() = Version::HTTP_2;
-                Ok((upstream.send_h2(req).await.map_err(upstream_error)?, None))
-            } else {
-                origin_form(&mut req);
-                let (r, lease) = upstream.send_h1(req).await.map_err(upstream_error)?;
-                Ok((r, Some(lease)))
             }
         };
         let (mut response, lease) = match head_due {
-            None => sending.await?,
+            None => sending.await.map_err(upstream_error)?,
             Some(at) => tokio::time::timeout_at(at, sending)
                 .await
-                .map_err(|_| GatewayError::ActivatorTimeout)??,
+                .map_err(|_| GatewayError::ActivatorTimeout)?
+                .map_err(upstream_error)?,
         };
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
             // The upstream connection now belongs to the tunnel, not the pool.
@@ -412,15 +417,39 @@ impl Gateway {
         }))
     }
 
-    /// Waits for a slot on one of the revision's pods; a refusal or a wait is counted.
+    /// A slot on one of the revision's pods and a connection to it. A pod that cannot be
+    /// reached is marked so and the request, not sent yet, takes a slot elsewhere (or waits).
+    async fn reach(
+        &self,
+        throttler: &Arc<Throttler>,
+        revision: &RevisionTarget,
+        h2: bool,
+        due: tokio::time::Instant,
+    ) -> Result<(Ready, Lease), GatewayError> {
+        loop {
+            let slot = self.throttle(throttler, revision, due).await?;
+            let pool = self.served.load().pool(Endpoint::Addr(slot.pod()));
+            match tokio::time::timeout_at(due, pool.ready(h2)).await {
+                Ok(Ok(ready)) => return Ok((ready, slot)),
+                Ok(Err(e)) if e.unreachable() => throttler.unreachable(slot.pod()),
+                Ok(Err(e)) => return Err(upstream_error(e)),
+                Err(_) => return Err(GatewayError::ActivatorTimeout),
+            }
+        }
+    }
+
+    /// Waits for a slot on one of the revision's pods until `due`; a refusal or a wait is
+    /// counted.
     async fn throttle(
         &self,
         throttler: &Arc<Throttler>,
         revision: &RevisionTarget,
+        due: tokio::time::Instant,
     ) -> Result<Lease, GatewayError> {
         let started = std::time::Instant::now();
         let labels = [revision.namespace(), revision.name()];
-        match throttler.acquire(revision.settings.timeout).await {
+        let within = due.saturating_duration_since(tokio::time::Instant::now());
+        match throttler.acquire(within).await {
             Ok(slot) => {
                 if slot.waited() {
                     self.metrics
@@ -535,6 +564,12 @@ impl Gateway {
 /// and this one (the upstream's future inside) is kilobytes.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     Box::pin(conn.gateway.serve(&conn, req)).await
+}
+
+/// Where a request goes: a pool of its backend's, or a pod's connection made ready.
+enum Via {
+    Pool(Arc<Upstream>),
+    Ready(Ready),
 }
 
 /// A client connection, plain or TLS.

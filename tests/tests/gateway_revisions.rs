@@ -166,6 +166,67 @@ async fn a_pod_silent_for_the_idle_timeout_gets_504_before_its_head_and_a_cut_bo
 }
 
 #[tokio::test]
+async fn a_pod_killed_under_load_fails_only_the_requests_it_had_and_the_rest_go_to_the_other() {
+    let (a, mut b) = (
+        backend_with(&["--suffix", "pod-a"]),
+        backend_with(&["--suffix", "pod-b"]),
+    );
+    let dir = TempDir::new("gw");
+    let spec = "containerConcurrency: 0, timeoutSeconds: 30";
+    dir.write("hello.yaml", &objects(&[port(&a), port(&b)], spec));
+    let gw = gateway(&dir.0);
+    until(&gw, "pod b in use", |s, body| {
+        s == StatusCode::OK && body.contains("pod-b")
+    })
+    .await;
+
+    // 8 clients in a loop of short requests; pod b dies under them, still listed as ready.
+    const CLIENTS: usize = 8;
+    let killed = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let url = gw.url("public", "/?sleep=5");
+            let killed = std::sync::Arc::clone(&killed);
+            tokio::spawn(async move {
+                let client = http1_client();
+                let (mut failed, mut after_kill) = (Vec::new(), 0);
+                let until = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                    let (status, _, body) = fetch(&client, req).await;
+                    if status != StatusCode::OK {
+                        failed.push((started, status, body));
+                    } else if killed.get().is_some_and(|k| started > *k) {
+                        after_kill += 1;
+                    }
+                }
+                (failed, after_kill)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    b.signal(knoxy_tests::Signal::SIGKILL);
+    killed.set(Instant::now()).unwrap();
+    b.wait_exit(Duration::from_secs(5)).expect("pod b gone");
+    let (mut failed, mut after_kill) = (Vec::new(), 0);
+    for client in clients {
+        let (f, n) = client.await.unwrap();
+        failed.extend(f);
+        after_kill += n;
+    }
+    let killed = *killed.get().unwrap();
+    // Only a request already on pod b when it died may fail: one per client at most, each
+    // started before the kill.
+    assert!(failed.len() <= CLIENTS, "{failed:?}");
+    for (started, status, body) in &failed {
+        assert!(*started < killed, "sent after the kill: {status} {body}");
+        assert_eq!(*status, StatusCode::BAD_GATEWAY, "{body}");
+    }
+    assert!(after_kill > 50, "pod a answered the rest: {after_kill}");
+}
+
+#[tokio::test]
 async fn past_the_queue_depth_a_request_gets_503_at_once() {
     let dir = TempDir::new("gw");
     dir.write("hello.yaml", &objects(&[], "timeoutSeconds: 2"));

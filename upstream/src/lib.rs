@@ -52,6 +52,20 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// A connection ready for one request: nothing has been sent on it yet.
+pub struct Ready {
+    upstream: Arc<Upstream>,
+    sender: Sender,
+}
+
+enum Sender {
+    H1 {
+        sender: http1::SendRequest<Incoming>,
+        pooled: bool,
+    },
+    H2(http2::SendRequest<Incoming>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("dial tcp {addr}: connect: {reason}")]
@@ -66,6 +80,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The upstream could not be reached at all (refused, unreachable, timed out): no byte
+    /// of the request went out, so it may go elsewhere.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            UpstreamError::Dial { .. } | UpstreamError::DialTimeout { .. } => true,
+            UpstreamError::Shared(e) => e.unreachable(),
+            UpstreamError::Http(_) => false,
+        }
+    }
+
     /// The exchange failed because the client's request body did (a broken chunk, a body
     /// that stopped short): a few words for the client's 400, or None if the fault is
     /// upstream. hyper's client reports a failing body as a user error sourced in it.
@@ -170,11 +194,49 @@ impl Upstream {
         self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let (mut sender, pooled) = match self.checkout() {
+        let (sender, pooled) = self.ready_h1().await?;
+        self.send_on_h1(sender, pooled, req).await
+    }
+
+    /// Sends an HTTP/2 request over the shared h2c connection, opening it if needed.
+    pub async fn send_h2(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = self.ready_h2().await?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// A connection ready to carry one request (h2c or HTTP/1.1), before the request is
+    /// given up: a caller that cannot reach this upstream can still send it elsewhere.
+    pub async fn ready(self: &Arc<Self>, h2: bool) -> Result<Ready, UpstreamError> {
+        let sender = if h2 {
+            Sender::H2(self.ready_h2().await?)
+        } else {
+            let (sender, pooled) = self.ready_h1().await?;
+            Sender::H1 { sender, pooled }
+        };
+        Ok(Ready {
+            upstream: Arc::clone(self),
+            sender,
+        })
+    }
+
+    /// A pooled connection (true), else a new one.
+    async fn ready_h1(&self) -> Result<(http1::SendRequest<Incoming>, bool), UpstreamError> {
+        Ok(match self.checkout() {
             Some(s) => (s, true),
             // Dialling is boxed: the pooled path's future stays small to create and move.
             None => (Box::pin(self.connect_h1()).await?, false),
-        };
+        })
+    }
+
+    async fn send_on_h1(
+        self: &Arc<Self>,
+        mut sender: http1::SendRequest<Incoming>,
+        pooled: bool,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let response = match sender.try_send_request(req).await {
             Ok(response) => response,
             Err(mut e) => match e.take_message() {
@@ -194,12 +256,9 @@ impl Upstream {
         ))
     }
 
-    /// Sends an HTTP/2 request over the shared h2c connection, opening it if needed. One
-    /// request opens it while the others wait; if that fails, they fail with it at once.
-    pub async fn send_h2(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    /// The shared h2c connection, opened if needed: one request opens it while the others
+    /// wait; if that fails, they fail with it at once.
+    async fn ready_h2(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
         let waiting_since = tokio::time::Instant::now();
         let mut sender = {
             let mut h2 = self.h2.lock().await;
@@ -227,7 +286,7 @@ impl Upstream {
             }
         };
         sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        Ok(sender)
     }
 
     /// The newest idle connection that is ready (Go's transport also reuses the newest: the
@@ -304,6 +363,25 @@ impl Upstream {
             addr: self.addr.clone(),
             secs: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+impl Ready {
+    /// Sends the request: the response, and for HTTP/1.1 the connection's lease.
+    pub async fn send(
+        self,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        match self.sender {
+            Sender::H1 { sender, pooled } => {
+                let (response, lease) = self.upstream.send_on_h1(sender, pooled, req).await?;
+                Ok((response, Some(lease)))
+            }
+            Sender::H2(mut sender) => {
+                *req.version_mut() = http::Version::HTTP_2;
+                Ok((sender.send_request(req).await?, None))
+            }
+        }
     }
 }
 

@@ -334,3 +334,18 @@ async fn replicas_split_a_limited_revisions_pods_and_share_an_unlimited_ones() {
     let unlimited = (replica(0, 0), replica(1, 0));
     assert_eq!((unlimited.0.load().pods, unlimited.1.load().pods), (3, 3));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_pod_is_left_until_its_probe_passes_again() {
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH).probing();
+    t.set_pods(1, &[addr(1), addr(2)], &[]);
+    t.passed(addr(1));
+    t.passed(addr(2));
+    t.unreachable(addr(1));
+    assert_eq!(t.load().pods, 1);
+    assert_eq!(t.unprobed().0, [addr(1)], "probed again");
+    let lease = t.acquire(LONG).await.expect("room");
+    assert_eq!(lease.pod(), addr(2));
+    t.passed(addr(1));
+    assert_eq!(t.acquire(LONG).await.expect("room").pod(), addr(1));
+}
