@@ -6,12 +6,14 @@
 //! at most the revision's timeout. Each throttler counts its revision's demand (waiting
 //! requests included) and [`stats`] reports it to Knative's autoscaler over its websocket.
 
+pub mod budget;
 mod policy;
 pub mod probe;
 pub mod share;
 pub mod stats;
 mod throttler;
 
+pub use budget::Budget;
 pub use share::Share;
 pub use stats::StatSink;
 pub use throttler::{Lease, Load, Refused, Reporting, Throttler, DEFAULT_QUEUE_DEPTH};

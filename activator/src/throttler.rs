@@ -12,6 +12,7 @@ use knoxy_concurrency::{Stat, Window, WireStatMessage};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::budget::Budget;
 use crate::policy::{pick, Pod};
 use crate::share::{self, Share};
 use crate::stats::StatSink;
@@ -52,6 +53,8 @@ struct State {
     probing: bool,
     /// This replica's share of the pods, when several gateways play the activator.
     share: Option<Share>,
+    /// What all held requests of the gateway may keep.
+    budget: Option<Arc<Budget>>,
     /// The revision's pods as its endpoints list them, sorted.
     ready: Vec<SocketAddr>,
     not_ready: Vec<SocketAddr>,
@@ -66,6 +69,8 @@ pub enum Refused {
     QueueFull,
     /// No pod had room within the timeout: Knative's 504 `activator request timeout`.
     Timeout,
+    /// Waiting would take the held requests past the gateway's held-bytes budget: a 503.
+    HeldBytes,
 }
 
 /// A slot on a pod, held until dropped (when the response has been relayed, or abandoned).
@@ -114,6 +119,7 @@ impl Throttler {
                 first_reported: false,
                 probing: false,
                 share: None,
+                budget: None,
                 ready: Vec::new(),
                 not_ready: Vec::new(),
                 healthy: Vec::new(),
@@ -134,6 +140,12 @@ impl Throttler {
     /// used (with an unlimited one, every pod: all replicas use all pods, as Knative's do).
     pub fn shared(self: Arc<Self>, share: Option<Share>) -> Arc<Self> {
         self.state.lock().share = share;
+        self
+    }
+
+    /// Requests that wait take their bytes from `budget` (shared by all revisions).
+    pub fn budgeted(self: Arc<Self>, budget: Option<Arc<Budget>>) -> Arc<Self> {
+        self.state.lock().budget = budget;
         self
     }
 
@@ -235,7 +247,17 @@ impl Throttler {
     /// A slot on a pod, at once when one has room and nobody waits, else after those
     /// before it; refused when `queue_depth` already wait or nothing frees up in `timeout`.
     pub async fn acquire(self: &Arc<Self>, timeout: Duration) -> Result<Lease, Refused> {
-        let granted = {
+        self.acquire_holding(timeout, 0).await
+    }
+
+    /// [`Throttler::acquire`] for a request that keeps `held_bytes` while it waits: refused
+    /// at once when they do not fit the gateway's held-bytes budget.
+    pub async fn acquire_holding(
+        self: &Arc<Self>,
+        timeout: Duration,
+        held_bytes: usize,
+    ) -> Result<Lease, Refused> {
+        let (granted, _reserved) = {
             let mut st = self.state.lock();
             self.arrive(&mut st);
             if st.waiting.is_empty() {
@@ -252,9 +274,19 @@ impl Throttler {
                     return Err(Refused::QueueFull);
                 }
             }
+            let reserved = match &st.budget {
+                Some(budget) => match budget.reserve(held_bytes) {
+                    Some(reserved) => Some(reserved),
+                    None => {
+                        st.window.leave(now(), false);
+                        return Err(Refused::HeldBytes);
+                    }
+                },
+                None => None,
+            };
             let (tx, rx) = oneshot::channel();
             st.waiting.push_back(tx);
-            rx
+            (rx, reserved)
         };
         // Created with the lock released: it takes the lock when dropped.
         let mut counted = Counted(Some(Arc::clone(self)));

@@ -34,6 +34,8 @@ pub struct Admin {
     pub status: Arc<ArcSwap<Status>>,
     /// Set on SIGTERM: load balancers must stop sending new connections.
     pub draining: Arc<AtomicBool>,
+    /// Whether the autoscaler's stat websocket is up (None: demand is not reported).
+    pub autoscaler: Option<Arc<AtomicBool>>,
 }
 
 /// The statuses of the table being served, its generation (1 for the first table), and the
@@ -54,6 +56,9 @@ impl Admin {
                     let served = self.served.load();
                     let loads = served.throttlers().map(|(key, t)| (key, t.load()));
                     self.metrics.observe_throttlers(loads);
+                    let connected = self.autoscaler.as_ref().map(|c| c.load(Ordering::Acquire));
+                    self.metrics
+                        .observe_activator(served.held_bytes(), connected);
                     self.metrics.render()
                 }),
                 "text/plain; version=0.0.4; charset=utf-8",

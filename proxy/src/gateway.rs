@@ -312,7 +312,9 @@ impl Gateway {
                     .flatten()
                     .fold(settings.timeout, Duration::min);
                 let head_due = tokio::time::Instant::now() + head_within;
-                let (ready, slot) = self.reach(&throttler, &revision, h2, head_due).await?;
+                let held = held_bytes(&req);
+                let waiting = (&throttler, &*revision, held);
+                let (ready, slot) = self.reach(waiting, h2, head_due).await?;
                 activator_form(&mut req, slot.pod());
                 let held = (slot, settings.idle_timeout);
                 (Via::Ready(ready), Some(held), Some(head_due))
@@ -421,13 +423,12 @@ impl Gateway {
     /// reached is marked so and the request, not sent yet, takes a slot elsewhere (or waits).
     async fn reach(
         &self,
-        throttler: &Arc<Throttler>,
-        revision: &RevisionTarget,
+        (throttler, revision, held): (&Arc<Throttler>, &RevisionTarget, usize),
         h2: bool,
         due: tokio::time::Instant,
     ) -> Result<(Ready, Lease), GatewayError> {
         loop {
-            let slot = self.throttle(throttler, revision, due).await?;
+            let slot = self.throttle(throttler, revision, held, due).await?;
             let pool = self.served.load().pool(Endpoint::Addr(slot.pod()));
             match tokio::time::timeout_at(due, pool.ready(h2)).await {
                 Ok(Ok(ready)) => return Ok((ready, slot)),
@@ -444,12 +445,13 @@ impl Gateway {
         &self,
         throttler: &Arc<Throttler>,
         revision: &RevisionTarget,
+        held: usize,
         due: tokio::time::Instant,
     ) -> Result<Lease, GatewayError> {
         let started = std::time::Instant::now();
         let labels = [revision.namespace(), revision.name()];
         let within = due.saturating_duration_since(tokio::time::Instant::now());
-        match throttler.acquire(within).await {
+        match throttler.acquire_holding(within, held).await {
             Ok(slot) => {
                 if slot.waited() {
                     self.metrics
@@ -463,6 +465,7 @@ impl Gateway {
                 let (reason, error) = match refused {
                     Refused::QueueFull => ("queue_full", GatewayError::QueueFull),
                     Refused::Timeout => ("timeout", GatewayError::ActivatorTimeout),
+                    Refused::HeldBytes => ("held_bytes", GatewayError::QueueFull),
                 };
                 self.metrics
                     .revision_refused
@@ -631,6 +634,18 @@ where
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// What a request keeps while it waits for a pod: its head, and what its connection and
+/// task keep besides.
+fn held_bytes<B>(req: &Request<B>) -> usize {
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    head + target + knoxy_activator::budget::HELD_OVERHEAD
 }
 
 /// What the upstream sees besides the client's request: the rule's appended headers (path

@@ -52,6 +52,8 @@
 //! (Knative's are 8012 and 8013; HTTP/1.1 and h2c on both), serve requests that name their
 //! revision by `Knative-Serving-Namespace`/`-Revision` or a Host `<rev>.<ns>.svc…`, and
 //! answer kubelet probes, network probes and `K-Network-Probe: activator` themselves.
+//! Held requests keep their head and a bounded body prefix (what their connection read);
+//! past `--activator-held-bytes` (256 MiB) for all of them, the next that would wait gets 503.
 //! Several gateway replicas split each limited revision's pods as Knative's activators do
 //! (`--activator-replicas N --activator-index I`; every replica uses all pods when the
 //! revision's containerConcurrency is 0).
@@ -91,7 +93,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -118,6 +120,8 @@ struct Args {
     queue_depth: usize,
     /// This gateway's place among the replicas playing the activator.
     share: Option<knoxy_activator::Share>,
+    /// What all held requests together may keep before the next gets a 503.
+    held_bytes: usize,
     /// Knative's autoscaler's stat websocket; empty: demand is not reported.
     autoscaler_url: String,
     /// This gateway's pod, as its reports name it.
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         served: Arc::new(ArcSwap::from_pointee(Served::holding(Activator {
             queue_depth: args.queue_depth,
             share: args.share,
+            budget: Some(knoxy_activator::Budget::new(args.held_bytes)),
             sink: reporting.then(|| sink.clone()),
             prober: Some(prober),
         }))),
@@ -244,6 +249,8 @@ fn main() -> ExitCode {
     );
     drain.threads = Some(1);
     server.add_service(drain);
+    // Whether the stat websocket is up (None: demand is not reported), for the metrics.
+    let connected = Arc::new(AtomicBool::new(false));
     if reporting {
         let mut reporter = background_service(
             "autoscaler",
@@ -252,7 +259,7 @@ fn main() -> ExitCode {
                 served: Arc::clone(&tables.served),
                 sink,
                 outbox: Mutex::new(Some(outbox)),
-                connected: Arc::default(),
+                connected: Arc::clone(&connected),
             },
         );
         reporter.threads = Some(1);
@@ -288,6 +295,7 @@ fn main() -> ExitCode {
                         served: Arc::clone(&tables.served),
                         status: Arc::clone(&tables.status),
                         draining: Arc::clone(&draining),
+                        autoscaler: reporting.then(|| Arc::clone(&connected)),
                     },
                 );
                 admin.threads = Some(1);
@@ -433,6 +441,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         access_log: false,
         queue_depth: knoxy_activator::DEFAULT_QUEUE_DEPTH,
         share: None,
+        held_bytes: knoxy_activator::budget::DEFAULT_HELD_BYTES,
         autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
         // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
         pod_name: std::env::var("POD_NAME")
@@ -462,6 +471,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--pod-name" => parsed.pod_name = value()?,
             "--activator-queue-depth" => {
                 parsed.queue_depth = count(&arg, &value()?, 0..=10_000_000)?
+            }
+            "--activator-held-bytes" => {
+                parsed.held_bytes = count(&arg, &value()?, 1 << 20..=1 << 40)?
             }
             "--activator-replicas" => replicas = count(&arg, &value()?, 1..=100_000)?,
             "--activator-index" => index = count(&arg, &value()?, 0..=99_999)?,
@@ -575,6 +587,8 @@ mod tests {
             "ws://127.0.0.1:1",
             "--pod-name",
             "gw-1",
+            "--activator-held-bytes",
+            "2097152",
             "--activator-replicas",
             "3",
             "--activator-index",
@@ -582,6 +596,7 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(a.share, knoxy_activator::Share::new(2, 3));
+        assert_eq!(a.held_bytes, 2 << 20);
         assert_eq!(a.threads, 3);
         assert_eq!(a.queue_depth, 12);
         assert_eq!(

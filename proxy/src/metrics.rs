@@ -54,6 +54,10 @@ pub struct Metrics {
     pub revision_pods: IntGaugeVec,
     pub revision_refused: IntCounterVec,
     pub revision_wait: HistogramVec,
+    pub revision_in_flight: IntGaugeVec,
+    pub held_bytes: IntGauge,
+    pub autoscaler_connected: IntGauge,
+    autoscaler_registered: std::sync::atomic::AtomicBool,
 }
 
 /// Knative's activator labels a revision so.
@@ -134,7 +138,7 @@ impl Metrics {
         let revision_refused = IntCounterVec::new(
             Opts::new(
                 "knoxy_activator_refused_total",
-                "Requests of a revision refused: queue_full (503) or timeout (504)",
+                "Requests of a revision refused: queue_full or held_bytes (503), timeout (504)",
             ),
             &["namespace_name", "revision_name", "reason"],
         )?;
@@ -148,6 +152,23 @@ impl Metrics {
             ]),
             &REVISION_LABELS,
         )?;
+        let revision_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "knoxy_activator_in_flight_requests",
+                "Requests of a revision on a pod",
+            ),
+            &REVISION_LABELS,
+        )?;
+        let held_bytes = IntGauge::new(
+            "knoxy_activator_held_bytes",
+            "What the requests waiting for a pod keep, of --activator-held-bytes",
+        )?;
+        let autoscaler_connected = IntGauge::new(
+            "knoxy_activator_autoscaler_connected",
+            "1 while the stat websocket to Knative's autoscaler is up (absent when not reporting)",
+        )?;
+        registry.register(Box::new(revision_in_flight.clone()))?;
+        registry.register(Box::new(held_bytes.clone()))?;
         registry.register(Box::new(revision_concurrency.clone()))?;
         registry.register(Box::new(revision_waiting.clone()))?;
         registry.register(Box::new(revision_pods.clone()))?;
@@ -176,6 +197,10 @@ impl Metrics {
             revision_pods,
             revision_refused,
             revision_wait,
+            revision_in_flight,
+            held_bytes,
+            autoscaler_connected,
+            autoscaler_registered: Default::default(),
         })
     }
 
@@ -225,6 +250,7 @@ impl Metrics {
         self.revision_concurrency.reset();
         self.revision_waiting.reset();
         self.revision_pods.reset();
+        self.revision_in_flight.reset();
         for (key, load) in throttlers {
             let labels = key
                 .split_once('/')
@@ -238,6 +264,27 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(waiting);
             self.revision_pods.with_label_values(&labels).set(pods);
+            self.revision_in_flight
+                .with_label_values(&labels)
+                .set(i64::from(load.in_flight));
+        }
+    }
+
+    /// The gateway-wide activator gauges; the websocket's is registered once it is known
+    /// that demand is reported.
+    pub fn observe_activator(&self, held_bytes: usize, connected: Option<bool>) {
+        self.held_bytes
+            .set(i64::try_from(held_bytes).unwrap_or(i64::MAX));
+        if let Some(up) = connected {
+            if !self
+                .autoscaler_registered
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let _ = self
+                    .registry
+                    .register(Box::new(self.autoscaler_connected.clone()));
+            }
+            self.autoscaler_connected.set(i64::from(up));
         }
     }
 

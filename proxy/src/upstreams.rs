@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use knoxy_activator::{probe, Reporting, Share, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
+use knoxy_activator::{probe, Budget, Reporting, Share, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
 use knoxy_control::route::{RevisionTarget, RouteTable, Target};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
@@ -36,6 +36,8 @@ pub struct Activator {
     pub queue_depth: usize,
     /// This replica's share of each revision's pods (`--activator-index`/`-replicas`).
     pub share: Option<Share>,
+    /// What all held requests may keep (`--activator-held-bytes`).
+    pub budget: Option<Arc<Budget>>,
     /// Where throttlers report their revision's demand (None: not reported).
     pub sink: Option<StatSink>,
     /// Where pods are probed before use (None: Kubernetes' ready is trusted).
@@ -47,6 +49,7 @@ impl Default for Activator {
         Activator {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             share: None,
+            budget: None,
             sink: None,
             prober: None,
         }
@@ -138,14 +141,20 @@ impl Served {
             name: rev.name().to_owned(),
             sink: sink.clone(),
         });
-        let mut throttler =
-            Throttler::reporting(cc, role.queue_depth, reporting).shared(role.share);
+        let mut throttler = Throttler::reporting(cc, role.queue_depth, reporting)
+            .shared(role.share)
+            .budgeted(role.budget.clone());
         if let Some(prober) = &role.prober {
             throttler = throttler.probing();
             prober.spawn(probe::keep_probing(Arc::downgrade(&throttler)));
         }
         throttler.set_pods(cc, &rev.ready, &rev.not_ready);
         throttler
+    }
+
+    /// What held requests keep now, of the gateway's budget.
+    pub fn held_bytes(&self) -> usize {
+        self.activator.budget.as_ref().map_or(0, |b| b.used())
     }
 
     /// Every revision's throttler, by `namespace/name`.

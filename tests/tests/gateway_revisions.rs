@@ -227,6 +227,69 @@ async fn a_pod_killed_under_load_fails_only_the_requests_it_had_and_the_rest_go_
 }
 
 #[tokio::test]
+async fn held_requests_keep_the_gateway_under_its_held_bytes_budget() {
+    // 200 requests a second for 60 s to a CC=2 revision whose one pod answers in 50 ms (40 a
+    // second): the rest are held until the budget is full, and past it get 503 at once.
+    const BUDGET: usize = 16 << 20;
+    const RATE: u64 = 200;
+    const FOR: Duration = Duration::from_secs(60);
+    let pod = backend_with(&[]);
+    let dir = TempDir::new("gw");
+    let spec = "containerConcurrency: 2, timeoutSeconds: 300";
+    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
+    let budget = BUDGET.to_string();
+    let gw = gateway_with(&dir.0, &["--activator-held-bytes", &budget]);
+    until(&gw, "the pod in use", |s, _| s == StatusCode::OK).await;
+    let before = knoxy_tests::rss_kib(gw.pid());
+
+    let client = http1_client();
+    let url = gw.url("public", "/?sleep=50");
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut sent = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < FOR {
+        tick.tick().await;
+        let (client, req) = (
+            client.clone(),
+            request_with(Method::GET, &url, &[("host", HOST)], empty()),
+        );
+        sent.push(tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(60), client.request(req)).await {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    status.as_u16()
+                }
+                Ok(Err(_)) => 1,
+                Err(_) => 2,
+            }
+        }));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for request in sent {
+        *seen.entry(request.await.unwrap()).or_insert(0u32) += 1;
+    }
+    let peak = knoxy_tests::peak_rss_kib(gw.pid());
+    let grew = peak.saturating_sub(before);
+    eprintln!("statuses {seen:?}; RSS {before} KiB before, peak {peak} KiB (+{grew} KiB)");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        [200, 503],
+        "served or refused, nothing else: {seen:?}"
+    );
+    assert!(seen[&200] as u64 > 30 * FOR.as_secs(), "{seen:?}");
+    let refused = "knoxy_activator_refused_total{namespace_name=\"default\",reason=\"held_bytes\",revision_name=\"hello-00001\"}";
+    assert_eq!(
+        metric(&gw, refused).await.as_deref(),
+        Some(seen[&503].to_string().as_str())
+    );
+    assert!(
+        grew * 1024 < BUDGET as u64,
+        "RSS grew {grew} KiB, past the budget"
+    );
+}
+
+#[tokio::test]
 async fn past_the_queue_depth_a_request_gets_503_at_once() {
     let dir = TempDir::new("gw");
     dir.write("hello.yaml", &objects(&[], "timeoutSeconds: 2"));

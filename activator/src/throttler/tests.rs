@@ -349,3 +349,28 @@ async fn an_unreachable_pod_is_left_until_its_probe_passes_again() {
     t.passed(addr(1));
     assert_eq!(t.acquire(LONG).await.expect("room").pod(), addr(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_would_hold_more_than_the_budget_is_refused_at_once() {
+    let budget = crate::Budget::new(250);
+    let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH).budgeted(Some(Arc::clone(&budget)));
+    let wait = |t: &Arc<Throttler>| {
+        let t = Arc::clone(t);
+        tokio::spawn(async move { t.acquire_holding(LONG, 100).await.map(|l| l.pod()) })
+    };
+    let (first, second) = (wait(&t), wait(&t));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(budget.used(), 200);
+    assert_eq!(
+        t.acquire_holding(LONG, 100).await.err(),
+        Some(Refused::HeldBytes)
+    );
+    assert_eq!(load(&t), (0, 2), "the refused one neither waits nor counts");
+    t.set_pods(1, &[addr(1), addr(2)], &[]);
+    assert_eq!(first.await.unwrap(), Ok(addr(1)));
+    assert_eq!(second.await.unwrap(), Ok(addr(2)));
+    assert_eq!(budget.used(), 0, "given back once they stopped waiting");
+    // A request that finds room at once holds nothing back.
+    t.set_pods(1, &[addr(1), addr(2), addr(3)], &[]);
+    assert!(t.acquire_holding(LONG, 1000).await.is_ok());
+}
