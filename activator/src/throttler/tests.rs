@@ -367,8 +367,8 @@ async fn a_request_that_would_hold_more_than_the_budget_is_refused_at_once() {
     );
     assert_eq!(load(&t), (0, 2), "the refused one neither waits nor counts");
     t.set_pods(1, &[addr(1), addr(2)], &[]);
-    assert_eq!(first.await.unwrap(), Ok(addr(1)));
-    assert_eq!(second.await.unwrap(), Ok(addr(2)));
+    assert_eq!(first.await.expect("task"), Ok(addr(1)));
+    assert_eq!(second.await.expect("task"), Ok(addr(2)));
     assert_eq!(budget.used(), 0, "given back once they stopped waiting");
     // A request that finds room at once holds nothing back.
     t.set_pods(1, &[addr(1), addr(2), addr(3)], &[]);
