@@ -49,7 +49,8 @@
 //! A pod is used once `GET /healthz` with `K-Network-Probe: queue` answers 200 `queue`: a
 //! new pod (ready or not yet) is probed at once, and every 5 ms while requests wait for it.
 //! The activator's own ports, opened with `--activator-http ADDR` and `--activator-h2c ADDR`
-//! (Knative's are 8012 and 8013; HTTP/1.1 and h2c on both), serve requests that name their
+//! (Knative's are 8012 and 8013; HTTP/1.1 and h2c on both), and `--activator-tls ADDR` (8112,
+//! with `--activator-tls-cert`/`-key` PEM files, read again when they change), serve requests that name their
 //! revision by `Knative-Serving-Namespace`/`-Revision` or a Host `<rev>.<ns>.svc…`, and
 //! answer kubelet probes, network probes and `K-Network-Probe: activator` themselves.
 //! Held requests keep their head and a bounded body prefix (what their connection read);
@@ -93,7 +94,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -122,6 +123,8 @@ struct Args {
     share: Option<knoxy_activator::Share>,
     /// What all held requests together may keep before the next gets a 503.
     held_bytes: usize,
+    /// The activator TLS port's certificate and key (PEM files).
+    activator_cert: Option<(PathBuf, PathBuf)>,
     /// Knative's autoscaler's stat websocket; empty: demand is not reported.
     autoscaler_url: String,
     /// This gateway's pod, as its reports name it.
@@ -222,6 +225,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The activator's TLS port serves one certificate from files (Knative's 8112).
+    let activator_acceptor = match &args.activator_cert {
+        None => None,
+        Some((cert, key)) => {
+            match tls::FileCert::load(cert.clone(), key.clone())
+                .and_then(|c| tls::acceptor_with(c).map_err(|e| e.to_string()))
+            {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("knoxy: --activator-tls-cert/--activator-tls-key: {e}");
+                    return ExitCode::from(64);
+                }
+            }
+        }
+    };
 
     let conf = ServerConf {
         threads: args.threads,
@@ -278,7 +296,7 @@ fn main() -> ExitCode {
     for (label, addr) in &listeners {
         let gateway =
             |listener, tls: bool| Gateway::new(&parts, listener, tls.then(|| acceptor.clone()));
-        let tls_listener = matches!(*label, "https" | "private-https");
+        let tls_listener = matches!(*label, "https" | "private-https" | "activator-tls");
         let mut service = match *label {
             "public" => Service::new(label.to_string(), gateway(Listener::Public, false)),
             "https" => Service::new(label.to_string(), gateway(Listener::Public, true)),
@@ -287,6 +305,10 @@ fn main() -> ExitCode {
             "activator" | "activator-h2c" => {
                 Service::new(label.to_string(), gateway(Listener::Activator, false))
             }
+            "activator-tls" => Service::new(
+                label.to_string(),
+                Gateway::new(&parts, Listener::Activator, activator_acceptor.clone()),
+            ),
             _ => {
                 let mut admin = Service::new(
                     label.to_string(),
@@ -442,6 +464,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         queue_depth: knoxy_activator::DEFAULT_QUEUE_DEPTH,
         share: None,
         held_bytes: knoxy_activator::budget::DEFAULT_HELD_BYTES,
+        activator_cert: None,
         autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
         // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
         pod_name: std::env::var("POD_NAME")
@@ -457,6 +480,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     };
     let mut config_dir = None;
     let (mut index, mut replicas) = (0, 1);
+    let (mut cert, mut key) = (None, None);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         let limits = &mut parsed.limits;
@@ -475,6 +499,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--activator-held-bytes" => {
                 parsed.held_bytes = count(&arg, &value()?, 1 << 20..=1 << 40)?
             }
+            "--activator-tls-cert" => cert = Some(PathBuf::from(value()?)),
+            "--activator-tls-key" => key = Some(PathBuf::from(value()?)),
             "--activator-replicas" => replicas = count(&arg, &value()?, 1..=100_000)?,
             "--activator-index" => index = count(&arg, &value()?, 0..=99_999)?,
             "--max-header-bytes" => {
@@ -503,6 +529,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     "--admin" => "admin",
                     "--activator-http" => "activator",
                     "--activator-h2c" => "activator-h2c",
+                    "--activator-tls" => "activator-tls",
                     other => return Err(format!("unknown argument {other:?}")),
                 };
                 let v = value()?;
@@ -520,6 +547,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     parsed.share = Some(knoxy_activator::Share::new(index, replicas).ok_or_else(|| {
         format!("--activator-index {index} is not below --activator-replicas {replicas}")
     })?);
+    let tls_port = listeners.iter().any(|(l, _)| *l == "activator-tls");
+    parsed.activator_cert = match (tls_port, cert, key) {
+        (true, Some(cert), Some(key)) => Some((cert, key)),
+        (false, None, None) => None,
+        _ => {
+            return Err(
+                "--activator-tls, --activator-tls-cert and --activator-tls-key go together"
+                    .to_owned(),
+            )
+        }
+    };
     parsed.config_dir = config_dir.ok_or("--config-dir is required")?;
     parsed.listeners = listeners;
     Ok(parsed)
@@ -639,6 +677,10 @@ mod tests {
             e.contains("--activator-index 1") && e.contains("--activator-replicas 1"),
             "{e}"
         );
+        let e = parse(&["--config-dir", "d", "--activator-tls", "127.0.0.1:8112"])
+            .err()
+            .expect("no certificate");
+        assert!(e.contains("--activator-tls-cert"), "{e}");
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! certificates apply to the next handshake without restarting a listener.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use knoxy_control::route::Cert;
+use parking_lot::Mutex;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
@@ -54,13 +57,17 @@ impl CertStore {
 }
 
 fn certified(cert: &Cert) -> Result<CertifiedKey, String> {
-    let chain = rustls_pemfile::certs(&mut &cert.cert_pem[..])
+    certified_pem(&cert.cert_pem, &cert.key_pem)
+}
+
+fn certified_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     if chain.is_empty() {
         return Err("tls.crt holds no certificate".to_owned());
     }
-    let key = rustls_pemfile::private_key(&mut &cert.key_pem[..])
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| e.to_string())?
         .ok_or("tls.key holds no private key")?;
     let signing =
@@ -79,12 +86,89 @@ impl ResolvesServerCert for BySni {
     }
 }
 
+/// The activator's TLS port (Knative's 8112, for system-internal-tls): one certificate from
+/// PEM files, read again when they change (a rotated Secret mounted as files), looked at no
+/// more than once a second. A change that does not parse keeps the last good certificate.
+#[derive(Debug)]
+pub struct FileCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: ArcSwap<Loaded>,
+    looked: Mutex<Instant>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    changed: (Option<SystemTime>, Option<SystemTime>),
+    key: Arc<CertifiedKey>,
+}
+
+impl FileCert {
+    /// Reads both files now: an error names the one at fault.
+    pub fn load(cert: PathBuf, key: PathBuf) -> Result<Arc<FileCert>, String> {
+        let loaded = read_pair(&cert, &key)?;
+        Ok(Arc::new(FileCert {
+            cert,
+            key,
+            current: ArcSwap::from_pointee(loaded),
+            looked: Mutex::new(Instant::now()),
+        }))
+    }
+
+    fn refresh(&self) {
+        let Some(mut looked) = self.looked.try_lock() else {
+            return; // another handshake is looking
+        };
+        if looked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *looked = Instant::now();
+        if changed(&self.cert, &self.key) == self.current.load().changed {
+            return;
+        }
+        match read_pair(&self.cert, &self.key) {
+            Ok(loaded) => self.current.store(Arc::new(loaded)),
+            Err(e) => eprintln!("knoxy: {e} (keeping the last good certificate)"),
+        }
+    }
+}
+
+impl ResolvesServerCert for FileCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.refresh();
+        Some(Arc::clone(&self.current.load().key))
+    }
+}
+
+fn changed(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (mtime(cert), mtime(key))
+}
+
+fn read_pair(cert: &Path, key: &Path) -> Result<Loaded, String> {
+    let changed = changed(cert, key);
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let parsed = certified_pem(&cert_pem, &key_pem)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+    Ok(Loaded {
+        changed,
+        key: Arc::new(parsed),
+    })
+}
+
+/// The public HTTPS listeners' acceptor: certificates by SNI from the table.
 pub fn acceptor(store: Arc<ArcSwap<CertStore>>) -> Result<TlsAcceptor, rustls::Error> {
+    acceptor_with(Arc::new(BySni(store)))
+}
+
+/// A TLS acceptor offering h2 and http/1.1 with the certificates `resolver` picks.
+pub fn acceptor_with(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(store)));
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

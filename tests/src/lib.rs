@@ -120,6 +120,7 @@ pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
     for (flag, label) in [
         ("--activator-http", "activator"),
         ("--activator-h2c", "activator-h2c"),
+        ("--activator-tls", "activator-tls"),
     ] {
         if extra.contains(&flag) {
             labels.push(label);

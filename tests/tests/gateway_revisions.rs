@@ -4,6 +4,8 @@
 //! no pod, requests are held until one appears, or answered 504 at the revision's timeout.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -616,6 +618,53 @@ async fn the_activator_port_serves_a_revision_named_by_headers_or_host_and_answe
 }
 
 // === Demand to the autoscaler ===
+
+#[tokio::test]
+async fn the_activator_tls_port_serves_with_its_certificate_files_and_follows_their_rotation() {
+    const SVC: &str = "hello-00001.default.svc.cluster.local";
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[port(&pod)], "timeoutSeconds: 30"));
+    let certs = TempDir::new("certs");
+    let (cert, key, root) = common::certificate(&[SVC]);
+    certs.write("tls.crt", &cert);
+    certs.write("tls.key", &key);
+    let (cert_path, key_path) = (certs.0.join("tls.crt"), certs.0.join("tls.key"));
+    let gw = gateway_with(
+        &dir.0,
+        &[
+            "--activator-tls",
+            "127.0.0.1:0",
+            "--activator-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--activator-tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let addr = gw.addr("activator-tls");
+    // The revision is named by its Host, over h2 and over HTTP/1.1.
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let tls = common::tls_connector(&root, alpn);
+        let (status, _, body) = common::get_tls(addr, SVC, "/", &tls).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(json(&body)["suffix"], "pod-a");
+        assert_eq!(
+            json(&body)["headers"]["k-proxy-request"],
+            json!(["activator"])
+        );
+    }
+
+    // A rotated Secret: the next handshakes present the new certificate.
+    let (cert, key, new_root) = common::certificate(&[SVC]);
+    certs.write("tls.key", &key);
+    certs.write("tls.crt", &cert);
+    let tls = common::tls_connector(&new_root, b"h2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::get_tls(addr, SVC, "/", &tls).await.is_err() {
+        assert!(Instant::now() < deadline, "still the old certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// A stand-in for Knative's autoscaler stat server on `listener`: each binary frame decoded
 /// as `WireStatMessages`, its messages sent on; it stops when the listener task is aborted.
