@@ -767,3 +767,48 @@ async fn the_autoscaler_hears_of_the_first_request_before_any_pod_and_the_socket
         }
     }
 }
+
+#[tokio::test]
+async fn two_hundred_requests_held_at_zero_all_succeed_through_a_queue_that_appears_2s_later() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (_server, mut stats) = stat_server(listener);
+    let dir = TempDir::new("gw");
+    let spec = "containerConcurrency: 0, timeoutSeconds: 60";
+    dir.write("hello.yaml", &objects(&[], spec));
+    let gw = gateway_with(&dir.0, &["--autoscaler-url", &url]);
+
+    let held: Vec<_> = (0..200)
+        .map(|_| {
+            let url = gw.url("public", "/");
+            tokio::spawn(async move {
+                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                let (status, _, body) = fetch(&http1_client(), req).await;
+                (status, body, Instant::now())
+            })
+        })
+        .collect();
+    // The autoscaler hears of the revision's first request while it has no pod at all.
+    let (_, name, stat) = next_stat(&mut stats).await;
+    let reported = Instant::now();
+    assert_eq!((name.as_str(), stat.request_count), ("hello-00001", 1.0));
+    until_metric(&gw, "knoxy_activator_waiting_requests", "200").await;
+
+    // 2 s later the revision gets its first pod: a real knoxy-queue before the app.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let app = backend_with(&["--suffix", "app"]);
+    let pod = queue(port(&app)).spawn();
+    let appeared = Instant::now();
+    dir.write("hello.yaml", &objects(&[pod.addr("main").port()], spec));
+    assert!(reported < appeared);
+    for request in held {
+        let (status, body, answered) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(json(&body)["suffix"], "app");
+        assert!(answered > appeared, "held, not failed");
+    }
+    assert_eq!(
+        metric(&gw, "knoxy_activator_waiting_requests").await.as_deref(),
+        Some("0")
+    );
+}
