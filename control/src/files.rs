@@ -464,7 +464,8 @@ fn error(file: &Path, message: String) -> FileError {
 
 // === Watching ===
 
-/// How long to wait after a change for the rest of it (editors write in several steps).
+/// How long to wait after an in-place change for the rest of it (editors write in several
+/// steps).
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(15);
 
 /// A file the directory source reads: `*.yaml` or `*.yml`.
@@ -479,7 +480,15 @@ fn is_config_file(path: &Path) -> bool {
 pub struct DirWatch {
     _watcher: notify::RecommendedWatcher,
     /// What `follow` needs; taken when it starts.
-    pending: Option<(mpsc::Receiver<()>, DirReader, PathBuf)>,
+    pending: Option<(mpsc::Receiver<Change>, DirReader, PathBuf)>,
+}
+
+/// A change in the directory: a file renamed into place is whole at once (so a new pod is
+/// served without waiting); a file written in place may still be half written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Whole,
+    Partial,
 }
 
 /// Starts watching `dir`, then loads it and returns that first load (what parsed, and its
@@ -488,16 +497,28 @@ pub struct DirWatch {
 /// missed between the two.
 pub fn watch(dir: &Path) -> notify::Result<(DirWatch, Loaded)> {
     use notify::Watcher as _;
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<Change>();
     // Only changes to what is read count: a log or socket written into the directory must
     // not reload it (a log line per reload would reload forever).
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let concerns_config = |e: &notify::Event| {
             e.paths.is_empty() || e.paths.iter().any(|p| is_config_file(p) || p.is_dir())
         };
-        if event.is_ok_and(|e| !e.kind.is_access() && concerns_config(&e)) {
-            let _ = tx.send(());
+        let Ok(event) = event else { return };
+        if event.kind.is_access() || !concerns_config(&event) {
+            return;
         }
+        let moved_in = matches!(
+            event.kind,
+            notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                notify::event::RenameMode::To | notify::event::RenameMode::Both
+            ))
+        );
+        let _ = tx.send(if moved_in {
+            Change::Whole
+        } else {
+            Change::Partial
+        });
     })?;
     watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
     let mut reader = DirReader::default();
@@ -523,8 +544,15 @@ impl DirWatch {
             .name("knoxy-files".into())
             .spawn(move || {
                 // Each burst of events gives one reload; the loop ends when the watch is dropped.
-                while rx.recv().is_ok() {
-                    while rx.recv_timeout(SETTLE).is_ok() {}
+                while let Ok(first) = rx.recv() {
+                    // Whole files load at once, unless a partial change is queued behind them.
+                    let mut whole = first == Change::Whole;
+                    while let Ok(next) = rx.try_recv() {
+                        whole &= next == Change::Whole;
+                    }
+                    if !whole {
+                        while rx.recv_timeout(SETTLE).is_ok() {}
+                    }
                     on_load(reader.read(&dir));
                 }
             })?;

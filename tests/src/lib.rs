@@ -587,6 +587,36 @@ pub fn closed_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A KIngress routing `host` to the Revision `hello-00001` (`spec` inlined in its spec), the
+/// revision's public Service (its endpoint: a closed port, where Knative's activators would
+/// be) and one EndpointSlice of its private Service per pod (a loopback port, ready or not).
+pub fn revision_objects(host: &str, pods: &[(u16, bool)], spec: &str) -> String {
+    // One slice per pod: a slice has one port list, and each test backend has its own port.
+    let slices: String = pods
+        .iter()
+        .enumerate()
+        .map(|(i, (port, ready))| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{host}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
+        closed = closed_port()
+    )
+}
+
+/// The value on a gateway's admin port of the series named `name` (with its labels, or the only series of that name).
+pub async fn admin_metric(gw: &Proc, name: &str) -> Option<String> {
+    let text = get(&gw.url("admin", "/metrics")).await.2;
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let bare = series.split('{').next()?;
+        (series == name || bare == name).then(|| value.to_owned())
+    })
+}
+
 /// Peak resident memory of a process in KiB (`VmHWM`).
 pub fn peak_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")

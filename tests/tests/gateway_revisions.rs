@@ -27,20 +27,7 @@ fn objects(pods: &[u16], spec: &str) -> String {
 
 /// [`objects`] with each pod ready or not, as Kubernetes lists it.
 fn objects_with(pods: &[(u16, bool)], spec: &str) -> String {
-    // One slice per pod: a slice has one port list, and each test backend has its own port.
-    let slices: String = pods
-        .iter()
-        .enumerate()
-        .map(|(i, (port, ready))| {
-            format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-private-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001-private}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]\nports: [{{name: http, port: {port}}}]\n---\n"
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: networking.internal.knative.dev/v1alpha1\nkind: Ingress\nmetadata:\n  name: hello\n  namespace: default\n  annotations: {{networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}\nspec:\n  rules:\n  - hosts: [{HOST}]\n    http:\n      paths:\n      - splits: [{{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Revision\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{{spec}, containers: [{{image: x}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: hello-00001, namespace: default}}\nspec: {{ports: [{{name: http, port: 80, targetPort: 8012}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: hello-00001-activators\n  namespace: default\n  labels: {{kubernetes.io/service-name: hello-00001}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: http, port: {closed}}}]\n---\n{slices}",
-        closed = closed_port()
-    )
+    knoxy_tests::revision_objects(HOST, pods, spec)
 }
 
 /// A test backend's port: a pod's queue port, as far as the gateway can tell.
@@ -53,14 +40,8 @@ async fn get(gw: &Proc) -> (StatusCode, String) {
     (status, body)
 }
 
-/// The value of the series named `name` (with its labels, or the only series of that name).
 async fn metric(gw: &Proc, name: &str) -> Option<String> {
-    let text = knoxy_tests::get(&gw.url("admin", "/metrics")).await.2;
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let bare = series.split('{').next()?;
-        (series == name || bare == name).then(|| value.to_owned())
-    })
+    knoxy_tests::admin_metric(gw, name).await
 }
 
 /// Polls the admin port until the series `name` reads `value`, for at most 10 s.
@@ -808,7 +789,9 @@ async fn two_hundred_requests_held_at_zero_all_succeed_through_a_queue_that_appe
         assert!(answered > appeared, "held, not failed");
     }
     assert_eq!(
-        metric(&gw, "knoxy_activator_waiting_requests").await.as_deref(),
+        metric(&gw, "knoxy_activator_waiting_requests")
+            .await
+            .as_deref(),
         Some("0")
     );
 }
