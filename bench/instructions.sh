@@ -6,6 +6,8 @@
 #
 #   bench/instructions.sh queue [CONTAINER_CONCURRENCY]     (default 0)
 #   bench/instructions.sh gateway      (host routing into a 50/50 split with appendHeaders)
+#   bench/instructions.sh activator    (the gateway's throttle step: a Revision, CC=0, whose
+#                                        pod is a knoxy-queue in front of nginx; not counted)
 # Setup: nginx backend (1 worker, 13-byte response), `wrk -t1 -c10`, 2 s warm-up (not
 # counted), then 8 s counted; prints instructions per request and the 25 costliest functions.
 set -euo pipefail
@@ -33,7 +35,28 @@ NGX
 nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 CALLGRIND=(valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no)
 HOST=localhost
-if [ "$WHAT" = gateway ]; then
+if [ "$WHAT" = activator ]; then
+  HOST=hello.example.com
+  POD=18182
+  env CONTAINER_CONCURRENCY=0 QUEUE_SERVING_PORT=$POD QUEUE_SERVING_TLS_PORT=0 USER_PORT=$BACKEND \
+    REVISION_TIMEOUT_SECONDS=300 SERVING_LOGGING_CONFIG= SERVING_LOGGING_LEVEL=warn SERVING_NAMESPACE=default \
+    SERVING_CONFIGURATION=hello SERVING_REVISION=hello-00001 SERVING_POD=hello-pod SERVING_POD_IP=127.0.0.1 \
+    KNOXY_BIND_ADDRESS=127.0.0.1 KNOXY_ADMIN_PORT=0 KNOXY_METRICS_PORT=0 \
+    target/release/knoxy-queue >"$WORK/queue.log" 2>&1 & PIDS+=($!)
+  mkdir -p "$WORK/config"
+  printf '%s\n' "apiVersion: networking.internal.knative.dev/v1alpha1" "kind: Ingress" \
+    "metadata: {name: hello, namespace: default, annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}}" \
+    "spec: {rules: [{hosts: [$HOST], http: {paths: [{splits: [{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}]}]}}]}" \
+    "---" "apiVersion: serving.knative.dev/v1" "kind: Revision" "metadata: {name: hello-00001, namespace: default}" \
+    "spec: {containerConcurrency: 0, containers: [{image: x}]}" "---" \
+    "apiVersion: discovery.k8s.io/v1" "kind: EndpointSlice" \
+    "metadata: {name: hello-00001-private-1, namespace: default, labels: {kubernetes.io/service-name: hello-00001-private}}" \
+    "addressType: IPv4" "endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]" "ports: [{name: http, port: $POD}]" \
+    > "$WORK/config/hello.yaml"
+  "${CALLGRIND[@]}" target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$QUEUE \
+    --https 127.0.0.1:0 --private-http 127.0.0.1:0 --private-https 127.0.0.1:0 --admin 127.0.0.1:0 --threads 1 \
+    --autoscaler-url "" ${KNOXY_FLAGS:-} >"$WORK/proxy.log" 2>&1 &
+elif [ "$WHAT" = gateway ]; then
   HOST=hello.example.com
   mkdir -p "$WORK/config"
   for rev in hello-00001 hello-00002; do

@@ -247,15 +247,15 @@ impl Throttler {
     /// A slot on a pod, at once when one has room and nobody waits, else after those
     /// before it; refused when `queue_depth` already wait or nothing frees up in `timeout`.
     pub async fn acquire(self: &Arc<Self>, timeout: Duration) -> Result<Lease, Refused> {
-        self.acquire_holding(timeout, 0).await
+        self.acquire_holding(timeout, || 0).await
     }
 
-    /// [`Throttler::acquire`] for a request that keeps `held_bytes` while it waits: refused
-    /// at once when they do not fit the gateway's held-bytes budget.
+    /// [`Throttler::acquire`] for a request that keeps `held_bytes()` while it waits (asked
+    /// only then): refused at once when they do not fit the gateway's held-bytes budget.
     pub async fn acquire_holding(
         self: &Arc<Self>,
         timeout: Duration,
-        held_bytes: usize,
+        held_bytes: impl FnOnce() -> usize,
     ) -> Result<Lease, Refused> {
         let (granted, _reserved) = {
             let mut st = self.state.lock();
@@ -275,7 +275,7 @@ impl Throttler {
                 }
             }
             let reserved = match &st.budget {
-                Some(budget) => match budget.reserve(held_bytes) {
+                Some(budget) => match budget.reserve(held_bytes()) {
                     Some(reserved) => Some(reserved),
                     None => {
                         st.window.leave(now(), false);

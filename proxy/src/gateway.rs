@@ -5,7 +5,7 @@
 //! `knoxy-edge` on the connections Pingora's listeners accept (`shared/notes/pingora-cost.md`).
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -312,10 +312,11 @@ impl Gateway {
                     .flatten()
                     .fold(settings.timeout, Duration::min);
                 let head_due = tokio::time::Instant::now() + head_within;
-                let held = held_bytes(&req);
-                let waiting = (&throttler, &*revision, held);
+                let waiting = (&throttler, &*revision, &req);
                 let (ready, slot) = self.reach(waiting, h2, head_due).await?;
-                activator_form(&mut req, slot.pod());
+                // Behind an ingress (the activator's ports), the Host it already moved stays.
+                let keep_original = self.listener == Listener::Activator;
+                activator_form(&mut req, ready.host(), keep_original);
                 let held = (slot, settings.idle_timeout);
                 (Via::Ready(ready), Some(held), Some(head_due))
             }
@@ -423,12 +424,12 @@ impl Gateway {
     /// reached is marked so and the request, not sent yet, takes a slot elsewhere (or waits).
     async fn reach(
         &self,
-        (throttler, revision, held): (&Arc<Throttler>, &RevisionTarget, usize),
+        (throttler, revision, req): (&Arc<Throttler>, &RevisionTarget, &Request<Incoming>),
         h2: bool,
         due: tokio::time::Instant,
     ) -> Result<(Ready, Lease), GatewayError> {
         loop {
-            let slot = self.throttle(throttler, revision, held, due).await?;
+            let slot = self.throttle(throttler, revision, req, due).await?;
             let pool = self.served.load().pool(Endpoint::Addr(slot.pod()));
             match tokio::time::timeout_at(due, pool.ready(h2)).await {
                 Ok(Ok(ready)) => return Ok((ready, slot)),
@@ -445,13 +446,13 @@ impl Gateway {
         &self,
         throttler: &Arc<Throttler>,
         revision: &RevisionTarget,
-        held: usize,
+        req: &Request<Incoming>,
         due: tokio::time::Instant,
     ) -> Result<Lease, GatewayError> {
         let started = std::time::Instant::now();
         let labels = [revision.namespace(), revision.name()];
         let within = due.saturating_duration_since(tokio::time::Instant::now());
-        match throttler.acquire_holding(within, held).await {
+        match throttler.acquire_holding(within, || held_bytes(req)).await {
             Ok(slot) => {
                 if slot.waited() {
                     self.metrics
@@ -924,13 +925,16 @@ fn revision_named<B>(req: &Request<B>) -> Option<String> {
 /// `K-Original-Host` (the queue puts it back) and names the pod, `K-Proxy-Request:
 /// activator` marks it proxied, and the `Knative-Serving-*` headers that named the
 /// revision go. A client's own `K-Original-Host` is not trusted: the routed Host wins.
-fn activator_form(req: &mut Request<Incoming>, pod: SocketAddr) {
+fn activator_form(req: &mut Request<Incoming>, pod: Option<&HeaderValue>, keep_original: bool) {
     let headers = req.headers_mut();
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(K_ORIGINAL_HOST, host);
-    }
-    if let Ok(target) = HeaderValue::from_str(&pod.to_string()) {
-        headers.insert(header::HOST, target);
+    let original = match pod {
+        Some(pod) => headers.insert(header::HOST, pod.clone()),
+        None => headers.remove(header::HOST),
+    };
+    if let Some(host) = original {
+        if !(keep_original && headers.contains_key(K_ORIGINAL_HOST)) {
+            headers.insert(K_ORIGINAL_HOST, host);
+        }
     }
     headers.insert(K_PROXY_REQUEST, HeaderValue::from_static("activator"));
     headers.remove(KNATIVE_SERVING_REVISION);

@@ -541,6 +541,23 @@ async fn the_activator_port_serves_a_revision_named_by_headers_or_host_and_answe
     let by_host = vec![("host", "hello-00001.default.svc.cluster.local:80")];
     let (status, _, body) = call("activator", by_host).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // An ingress in front already moved the Host: it stays (on a public port it would not).
+    let mut moved = by_headers.clone();
+    moved.push(("k-original-host", "first.example.com"));
+    let (status, _, body) = call("activator", moved).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        json(&body)["headers"]["k-original-host"],
+        json!(["first.example.com"])
+    );
+    let req = request_with(
+        Method::GET,
+        &gw.url("public", "/"),
+        &[("host", HOST), ("k-original-host", "spoofed.example.com")],
+        empty(),
+    );
+    let (_, _, body) = fetch(&http1_client(), req).await;
+    assert_eq!(json(&body)["headers"]["k-original-host"], json!([HOST]));
     // A revision it does not know: Knative's 404.
     let unknown = vec![
         ("knative-serving-namespace", "default"),

@@ -142,6 +142,8 @@ fn shard() -> usize {
 
 pub struct Upstream {
     addr: Endpoint,
+    /// `addr` as a Host header (the activator sends a pod its own address), made once.
+    host: Option<http::HeaderValue>,
     /// None: TCP.
     connector: Option<Arc<dyn Connect>>,
     /// Idle connections, in one shard per worker thread: each thread takes and returns its
@@ -179,6 +181,7 @@ impl Upstream {
         connector: Option<Arc<dyn Connect>>,
     ) -> Arc<Upstream> {
         Arc::new(Upstream {
+            host: http::HeaderValue::from_str(&addr.to_string()).ok(),
             addr,
             connector,
             idle: (0..SHARDS.get()).map(|_| Shard::default()).collect(),
@@ -367,6 +370,11 @@ impl Upstream {
 }
 
 impl Ready {
+    /// The upstream's address as a Host header.
+    pub fn host(&self) -> Option<&http::HeaderValue> {
+        self.upstream.host.as_ref()
+    }
+
     /// Sends the request: the response, and for HTTP/1.1 the connection's lease.
     pub async fn send(
         self,

@@ -356,13 +356,13 @@ async fn a_request_that_would_hold_more_than_the_budget_is_refused_at_once() {
     let t = Throttler::new(1, DEFAULT_QUEUE_DEPTH).budgeted(Some(Arc::clone(&budget)));
     let wait = |t: &Arc<Throttler>| {
         let t = Arc::clone(t);
-        tokio::spawn(async move { t.acquire_holding(LONG, 100).await.map(|l| l.pod()) })
+        tokio::spawn(async move { t.acquire_holding(LONG, || 100).await.map(|l| l.pod()) })
     };
     let (first, second) = (wait(&t), wait(&t));
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(budget.used(), 200);
     assert_eq!(
-        t.acquire_holding(LONG, 100).await.err(),
+        t.acquire_holding(LONG, || 100).await.err(),
         Some(Refused::HeldBytes)
     );
     assert_eq!(load(&t), (0, 2), "the refused one neither waits nor counts");
@@ -372,5 +372,5 @@ async fn a_request_that_would_hold_more_than_the_budget_is_refused_at_once() {
     assert_eq!(budget.used(), 0, "given back once they stopped waiting");
     // A request that finds room at once holds nothing back.
     t.set_pods(1, &[addr(1), addr(2), addr(3)], &[]);
-    assert!(t.acquire_holding(LONG, 1000).await.is_ok());
+    assert!(t.acquire_holding(LONG, || 1000).await.is_ok());
 }
