@@ -718,7 +718,33 @@ async fn the_autoscaler_hears_of_the_first_request_before_any_pod_and_the_socket
     let spec = "containerConcurrency: 0, timeoutSeconds: 30";
     dir.write("hello.yaml", &objects(&[], spec));
     let url = format!("ws://{addr}");
-    let gw = gateway_with(&dir.0, &["--autoscaler-url", &url, "--pod-name", "gw-test"]);
+    let gw = gateway_with(
+        &dir.0,
+        &[
+            "--autoscaler-url",
+            &url,
+            "--pod-name",
+            "gw-test",
+            "--activator-http",
+            "127.0.0.1:0",
+        ],
+    );
+
+    // Probes on the activator's port are no demand: nothing is reported for them.
+    for probe in [
+        ("k-network-probe", "activator"),
+        ("user-agent", "kube-probe/1.31"),
+    ] {
+        let headers = [
+            ("knative-serving-namespace", "default"),
+            ("knative-serving-revision", "hello-00001"),
+            probe,
+        ];
+        let req = request_with(Method::GET, &gw.url("activator", "/"), &headers, empty());
+        assert_eq!(fetch(&http1_client(), req).await.0, StatusCode::OK);
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), stats.recv()).await;
+    assert!(quiet.is_err(), "a probe was reported: {quiet:?}");
 
     let held = {
         let url = gw.url("public", "/");
