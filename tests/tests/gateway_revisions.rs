@@ -44,6 +44,44 @@ async fn metric(gw: &Proc, name: &str) -> Option<String> {
     knoxy_tests::admin_metric(gw, name).await
 }
 
+/// `n` requests at once to the revision's host: each answer (status, body) and its instant.
+fn send_many(gw: &Proc, n: usize) -> Vec<tokio::task::JoinHandle<(StatusCode, String, Instant)>> {
+    (0..n)
+        .map(|_| {
+            let url = gw.url("public", "/");
+            tokio::spawn(async move {
+                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
+                let (status, _, body) = fetch(&http1_client(), req).await;
+                (status, body, Instant::now())
+            })
+        })
+        .collect()
+}
+
+/// A gateway serving the revision (`spec`) with one test backend pod: (pod, config, gateway).
+fn one_pod(spec: &str) -> (Proc, TempDir, Proc) {
+    let pod = backend_with(&[]);
+    let dir = TempDir::new("gw");
+    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
+    let gw = gateway(&dir.0);
+    (pod, dir, gw)
+}
+
+/// A pod 5 s late with its response head: the activator's 504 comes after about a second.
+async fn a_slow_head_gets_504_after_a_second(gw: &Proc) {
+    let started = Instant::now();
+    let (status, _, body) = knoxy_tests::get_host(gw, "public", HOST, "/?sleep=5000").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
 /// Polls the admin port until the series `name` reads `value`, for at most 10 s.
 async fn until_metric(gw: &Proc, name: &str, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -93,22 +131,8 @@ async fn with_no_pod_a_request_waits_for_the_revision_timeout_then_gets_504() {
 
 #[tokio::test]
 async fn a_response_head_later_than_the_response_start_timeout_gets_504() {
-    let pod = backend_with(&[]);
-    let dir = TempDir::new("gw");
-    let spec = "timeoutSeconds: 30, responseStartTimeoutSeconds: 1";
-    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
-    let gw = gateway(&dir.0);
-    let started = Instant::now();
-    let (status, _, body) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=5000").await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
-    );
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
-        "{took:?}"
-    );
+    let (_pod, _dir, gw) = one_pod("timeoutSeconds: 30, responseStartTimeoutSeconds: 1");
+    a_slow_head_gets_504_after_a_second(&gw).await;
     // A quicker answer is not cut.
     let (status, _, _) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=100").await;
     assert_eq!(status, StatusCode::OK);
@@ -116,22 +140,8 @@ async fn a_response_head_later_than_the_response_start_timeout_gets_504() {
 
 #[tokio::test]
 async fn a_pod_silent_for_the_idle_timeout_gets_504_before_its_head_and_a_cut_body_after() {
-    let pod = backend_with(&[]);
-    let dir = TempDir::new("gw");
-    let spec = "timeoutSeconds: 30, idleTimeoutSeconds: 1";
-    dir.write("hello.yaml", &objects(&[port(&pod)], spec));
-    let gw = gateway(&dir.0);
-    let started = Instant::now();
-    let (status, _, body) = knoxy_tests::get_host(&gw, "public", HOST, "/?sleep=5000").await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::GATEWAY_TIMEOUT, "activator request timeout")
-    );
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
-        "{took:?}"
-    );
+    let (_pod, _dir, gw) = one_pod("timeoutSeconds: 30, idleTimeoutSeconds: 1");
+    a_slow_head_gets_504_after_a_second(&gw).await;
 
     // After the head, a silence as long ends the body with an error, not a clean end.
     let streamed = |gap: u32| {
@@ -331,16 +341,7 @@ async fn requests_held_at_zero_pods_all_succeed_when_a_pod_appears_and_then_go_r
     let spec = "containerConcurrency: 10, timeoutSeconds: 30";
     dir.write("hello.yaml", &objects(&[], spec));
     let gw = gateway(&dir.0);
-    let held: Vec<_> = (0..20)
-        .map(|_| {
-            let url = gw.url("public", "/");
-            tokio::spawn(async move {
-                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
-                let (status, _, body) = fetch(&http1_client(), req).await;
-                (status, body, Instant::now())
-            })
-        })
-        .collect();
+    let held = send_many(&gw, 20);
     // Once all 20 are held, the revision gets its first pod.
     until_metric(&gw, "knoxy_activator_waiting_requests", "20").await;
     assert_eq!(
@@ -802,16 +803,7 @@ async fn two_hundred_requests_held_at_zero_all_succeed_through_a_queue_that_appe
     dir.write("hello.yaml", &objects(&[], spec));
     let gw = gateway_with(&dir.0, &["--autoscaler-url", &url]);
 
-    let held: Vec<_> = (0..200)
-        .map(|_| {
-            let url = gw.url("public", "/");
-            tokio::spawn(async move {
-                let req = request_with(Method::GET, &url, &[("host", HOST)], empty());
-                let (status, _, body) = fetch(&http1_client(), req).await;
-                (status, body, Instant::now())
-            })
-        })
-        .collect();
+    let held = send_many(&gw, 200);
     // The autoscaler hears of the revision's first request while it has no pod at all.
     let (_, name, stat) = next_stat(&mut stats).await;
     let reported = Instant::now();
