@@ -4,7 +4,9 @@
 # to the revision's pod, a knoxy-queue (same CC) in front of the nginx backend. HAProxy and
 # nginx go straight to the backend, sending the same edge headers.
 # CPU per request of the gateway alone, and of the gateway plus the queue (two rows, each
-# from its own runs of the same path).
+# from its own runs of the same path); and HAProxy in the gateway's place before the same
+# queue (`haproxy->queue`, HAProxy's CPU only), which shows what the slower chain costs any
+# proxy per request.
 #
 #   bench/activator.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 8 s; CC=0, WRK_ARGS)
 # Writes bench/results/activator-<date>.md and prints it.
@@ -64,7 +66,16 @@ target/release/knoxy --config-dir "$WORK/config" --http 127.0.0.1:$GATEWAY --pri
   --autoscaler-url "" --upgrade-sock "$WORK/upgrade.sock" >"$WORK/knoxy.log" 2>&1 &
 PIDS+=($!); GATEWAY_PID=$!
 for _ in $(seq 100); do curl -sf -o /dev/null -H "Host: hello.example.com" "http://127.0.0.1:$GATEWAY/" && break; sleep 0.1; done
+# The same chain with HAProxy in the gateway's place (HAProxy -> knoxy-queue -> backend): what
+# the slower path costs a proxy per request (fewer requests per wakeup), apart from the code.
+HAPROXY_CHAIN=18224
+require_free $HAPROXY_CHAIN
+sed -e "s/127.0.0.1:$HAPROXY\$/127.0.0.1:$HAPROXY_CHAIN/" -e "s/server s1 127.0.0.1:$BACKEND/server s1 127.0.0.1:$QUEUE/" \
+  "$WORK/haproxy.cfg" > "$WORK/haproxy-chain.cfg"
+haproxy -f "$WORK/haproxy-chain.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HAPROXY_CHAIN_PID=$!
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$HAPROXY_CHAIN/" && break; sleep 0.1; done
 HOST=hello.example.com run_rounds "the activator's warm path: knoxy gateway (revision throttler, CC=$CC) -> knoxy-queue (CC=$CC) -> backend, vs HAProxy and nginx straight to the backend, 1 thread each, wrk ${WRK_ARGS:--t1 -c50}" \
   "bench/results/activator-$(date -u +%Y-%m-%d).md" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" \
-  "knoxy-gateway:$GATEWAY:$GATEWAY_PID" "knoxy-gateway+queue:$GATEWAY:$GATEWAY_PID,$QUEUE_PID"
+  "knoxy-gateway:$GATEWAY:$GATEWAY_PID" "knoxy-gateway+queue:$GATEWAY:$GATEWAY_PID,$QUEUE_PID" \
+  "haproxy->queue:$HAPROXY_CHAIN:$HAPROXY_CHAIN_PID"

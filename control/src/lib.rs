@@ -12,6 +12,7 @@ pub mod derive;
 pub mod files;
 pub mod k8s;
 pub mod kingress;
+pub mod kpa;
 pub mod probe_hash;
 pub mod revision;
 pub mod route;
