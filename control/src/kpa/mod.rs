@@ -1,9 +1,15 @@
 //! The KPA, Knative's Pod Autoscaler (contract `autoscaler-local.md` §2-3), as pure types
 //! on a clock the caller gives: the averaging windows and the decider. `knoxy local` feeds
-//! them from its instances' queue stats and the gateway's activator stats.
+//! them from its instances' queue stats and the gateway's activator stats; `config-autoscaler`
+//! and a revision's annotations, validated in Knative's words, make the decider's settings.
 
+pub mod annotations;
 pub mod buckets;
+pub mod config;
 pub mod decider;
+pub mod goparse;
 
+pub use annotations::{Bounds, Metric, Scaling};
 pub use buckets::{Algorithm, Buckets};
+pub use config::AutoscalerConfig;
 pub use decider::{Decider, Decision, Spec};
