@@ -8,8 +8,10 @@ pub mod buckets;
 pub mod config;
 pub mod decider;
 pub mod goparse;
+pub mod scaler;
 
 pub use annotations::{Bounds, Metric, Scaling};
 pub use buckets::{Algorithm, Buckets};
 pub use config::AutoscalerConfig;
 pub use decider::{Decider, Decision, Spec};
+pub use scaler::{Active, Observed, Outcome, Scaler};
