@@ -68,15 +68,14 @@ impl Buckets {
         self.run = Some((t, t));
     }
 
-    /// The window's value at second `now`, rounded to 6 decimals; None before any data or
-    /// when the last write is a window or more behind (Knative's 0 there is "no data" to
-    /// callers that check).
+    /// The window's value at second `now`, rounded to 6 decimals: 0 when the last write is
+    /// a window or more behind; None before any data.
     pub fn average(&self, now: i64) -> Option<f64> {
         let (first, last) = self.run?;
         let n = self.len();
         let gap = now - last;
         if gap >= n {
-            return None;
+            return Some(0.0);
         }
         // The seconds still inside the window, newest first.
         let oldest = (now - n + 1).max(first);
@@ -142,7 +141,7 @@ mod tests {
         assert_eq!(b.average(5), Some(4.0));
         // At 6 the window is 4..=6 with 6 unwritten: (4 + 5) / 2.
         assert_eq!(b.average(6), Some(4.5));
-        assert_eq!(b.average(8), None, "3 seconds since the last write");
+        assert_eq!(b.average(8), Some(0.0), "3 seconds since the last write");
         b.record(20, 1.0);
         assert_eq!(b.average(20), Some(1.0), "a new run");
         b.record(15, 100.0);

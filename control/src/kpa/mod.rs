@@ -5,6 +5,7 @@
 
 pub mod annotations;
 pub mod buckets;
+pub mod collector;
 pub mod config;
 pub mod decider;
 pub mod goparse;
@@ -12,6 +13,7 @@ pub mod scaler;
 
 pub use annotations::{Bounds, Metric, Scaling};
 pub use buckets::{Algorithm, Buckets};
+pub use collector::{Collector, Sample};
 pub use config::AutoscalerConfig;
 pub use decider::{Decider, Decision, Spec};
 pub use scaler::{Active, Observed, Outcome, Scaler};
