@@ -4,6 +4,7 @@
 //! and a revision's annotations, validated in Knative's words, make the decider's settings.
 
 pub mod annotations;
+pub mod autoscaler;
 pub mod buckets;
 pub mod collector;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod goparse;
 pub mod scaler;
 
 pub use annotations::{Bounds, Metric, Scaling};
+pub use autoscaler::RevisionScaler;
 pub use buckets::{Algorithm, Buckets};
 pub use collector::{Collector, Sample};
 pub use config::AutoscalerConfig;
