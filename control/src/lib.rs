@@ -16,4 +16,5 @@ pub mod kpa;
 pub mod probe_hash;
 pub mod revision;
 pub mod route;
+pub mod serving;
 pub mod validate;

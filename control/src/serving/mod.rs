@@ -1,0 +1,4 @@
+//! Knative Serving's reconcilers as pure functions, for `knoxy local` (contract
+//! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Route's KIngress.
+
+pub mod ingress;
