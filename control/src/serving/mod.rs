@@ -1,4 +1,6 @@
 //! Knative Serving's reconcilers as pure functions, for `knoxy local` (contract
-//! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Route's KIngress.
+//! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Route's traffic (validated, flattened to revisions)
+//! and its KIngress.
 
 pub mod ingress;
+pub mod traffic;
