@@ -41,8 +41,24 @@ pub struct RevisionSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
     #[serde(default)]
     pub ports: Vec<ContainerPort>,
+}
+
+/// A container's environment variable (a literal value; `valueFrom` is not run locally).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,15 +89,23 @@ impl Revision {
     /// The revision's settings with Knative's defaults, or the first field out of range in
     /// the webhook's words (`expected 0 <= 601 <= 600: spec.timeoutSeconds`).
     pub fn settings(&self) -> Result<Settings, String> {
-        let spec = &self.spec;
+        self.spec.settings("spec")
+    }
+}
+
+impl RevisionSpec {
+    /// [`Revision::settings`] of a revision spec found at `path` (`spec.template.spec` in
+    /// a Service).
+    pub fn settings(&self, path: &str) -> Result<Settings, String> {
+        let spec = self;
         let cc = in_range(
             spec.container_concurrency.unwrap_or(0),
             MAX_CONTAINER_CONCURRENCY,
-            "spec.containerConcurrency",
+            &format!("{path}.containerConcurrency"),
         )?;
         let timeout = match spec.timeout_seconds {
             None | Some(0) => DEFAULT_TIMEOUT_SECONDS,
-            Some(t) => in_range(t, MAX_TIMEOUT_SECONDS, "spec.timeoutSeconds")?,
+            Some(t) => in_range(t, MAX_TIMEOUT_SECONDS, &format!("{path}.timeoutSeconds"))?,
         };
         let optional = |value: Option<i64>, field: &str| -> Result<Option<Duration>, String> {
             match value {
@@ -94,9 +118,12 @@ impl Revision {
             timeout: secs(timeout),
             response_start_timeout: optional(
                 spec.response_start_timeout_seconds,
-                "spec.responseStartTimeoutSeconds",
+                &format!("{path}.responseStartTimeoutSeconds"),
             )?,
-            idle_timeout: optional(spec.idle_timeout_seconds, "spec.idleTimeoutSeconds")?,
+            idle_timeout: optional(
+                spec.idle_timeout_seconds,
+                &format!("{path}.idleTimeoutSeconds"),
+            )?,
             h2c: spec
                 .containers
                 .iter()

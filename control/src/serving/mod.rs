@@ -1,6 +1,7 @@
 //! Knative Serving's reconcilers as pure functions, for `knoxy local` (contract
-//! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Route's traffic (validated, flattened to revisions)
-//! and its KIngress.
+//! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Service (validated, its template's revisions named),
+//! a Route's traffic (validated, flattened to revisions) and its KIngress.
 
 pub mod ingress;
+pub mod service;
 pub mod traffic;
