@@ -1,0 +1,7 @@
+//! `knoxy local` (contract `autoscaler-local.md`): Knative Services on one machine. So far
+//! the [`supervisor`]: each instance of a revision is a local process (the container's
+//! command) behind its own `knoxy-queue`, as a pod would be.
+
+#![forbid(unsafe_code)]
+
+pub mod supervisor;
