@@ -1,7 +1,9 @@
 //! `knoxy local` (contract `autoscaler-local.md`): Knative Services on one machine. So far
-//! the [`supervisor`]: each instance of a revision is a local process (the container's
-//! command) behind its own `knoxy-queue`, as a pod would be.
+//! the [`supervisor`] (each instance of a revision is a local process, the container's
+//! command, behind its own `knoxy-queue`, as a pod would be) and the [`snapshot`] of
+//! Kubernetes-shaped objects the gateway derives its table from.
 
 #![forbid(unsafe_code)]
 
+pub mod snapshot;
 pub mod supervisor;
