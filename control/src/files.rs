@@ -358,17 +358,15 @@ fn add_documents_from(
     snap: &mut Snapshot,
     errors: &mut Vec<FileError>,
 ) {
-    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let number = Some(first + i);
-        let value = match serde_norway::Value::deserialize(doc) {
-            Ok(serde_norway::Value::Null) => continue, // an empty document (`---` at the end)
+    for (i, doc) in documents(text) {
+        let number = Some(first + i - 1);
+        let value = match doc {
             Ok(v) => v,
             Err(e) => {
                 errors.push(FileError {
                     document: number,
-                    ..error(file, e.to_string())
+                    ..error(file, e)
                 });
-                // The YAML stream cannot be resumed after a syntax error.
                 return;
             }
         };
@@ -381,6 +379,23 @@ fn add_documents_from(
             });
         }
     }
+}
+
+/// Each document of a YAML stream, numbered from 1; empty ones (`---` at the end) are
+/// skipped, and a syntax error is the last item (the stream cannot be resumed after it).
+pub fn documents(text: &str) -> Vec<(usize, Result<serde_norway::Value, String>)> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        match serde_norway::Value::deserialize(doc) {
+            Ok(serde_norway::Value::Null) => {}
+            Ok(v) => out.push((i + 1, Ok(v))),
+            Err(e) => {
+                out.push((i + 1, Err(e.to_string())));
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// (the object's name if known, the problem)
@@ -441,7 +456,7 @@ fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), Obj
 }
 
 /// Deserializes with the path of the failing field (`spec.rules[0].http.paths[0].splits`).
-fn typed<T: DeserializeOwned>(value: serde_norway::Value) -> Result<T, String> {
+pub fn typed<T: DeserializeOwned>(value: serde_norway::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
 }
 

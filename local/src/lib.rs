@@ -5,5 +5,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod input;
 pub mod snapshot;
 pub mod supervisor;

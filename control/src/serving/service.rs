@@ -20,7 +20,9 @@ pub struct Service {
     pub spec: ServiceSpec,
 }
 
+/// A misspelt field here (`trafic`) is an error, not a silent default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     #[serde(default)]
     pub template: Template,

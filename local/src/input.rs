@@ -1,0 +1,260 @@
+//! What `knoxy local` reads (issue 14 items 1 and 3): Knative Services, Knative's own
+//! ConfigMaps (`config-autoscaler`, `config-domain`, `config-network`) as a cluster holds
+//! them, and a `LocalConfig` mapping container images to local commands; from files or
+//! directories, several documents per file. A bad document is an error naming its file,
+//! document, object and field, and holds back only itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use knoxy_control::files::{documents, typed, FileError};
+use knoxy_control::kingress::ObjectMeta;
+use knoxy_control::kpa::AutoscalerConfig;
+use knoxy_control::serving::ingress::Network;
+use knoxy_control::serving::service::Service;
+use serde::Deserialize;
+
+/// Everything read, and what was wrong.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// By `namespace/name`.
+    pub services: BTreeMap<String, Service>,
+    pub autoscaler: AutoscalerConfig,
+    pub domains: Domains,
+    /// Templates and protocol; its `domain` is chosen per route by [`Domains`].
+    pub network: Network,
+    /// Image → the command that stands in for it.
+    pub images: BTreeMap<String, Vec<String>>,
+    pub errors: Vec<FileError>,
+}
+
+/// `config-domain`: domains with the label selectors that pick them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domains {
+    /// (domain, selector); an empty selector is the default.
+    entries: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl Default for Domains {
+    /// Without `config-domain`, `example.com` (the issue's default for local runs).
+    fn default() -> Self {
+        Domains {
+            entries: vec![("example.com".to_owned(), BTreeMap::new())],
+        }
+    }
+}
+
+/// `knoxy.dev/v1alpha1` `LocalConfig`: how images run on this machine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalConfig {
+    #[serde(default, rename = "apiVersion")]
+    _api_version: String,
+    #[serde(default, rename = "kind")]
+    _kind: String,
+    #[serde(default, rename = "metadata")]
+    _metadata: Option<serde_norway::Value>,
+    #[serde(default)]
+    images: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ConfigMap {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// Reads every `*.yaml`/`*.yml` file of `paths` (files, or directories, not recursive):
+/// the configuration first, then the Services it applies to.
+pub fn read(paths: &[PathBuf]) -> Input {
+    let mut input = Input::default();
+    let mut docs = Vec::new();
+    for path in paths {
+        let files = match files_of(path) {
+            Ok(f) => f,
+            Err(e) => {
+                input.errors.push(whole(path, e));
+                continue;
+            }
+        };
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    for (number, doc) in documents(&text) {
+                        match doc {
+                            Ok(value) => docs.push((file.clone(), number, value)),
+                            Err(e) => input.errors.push(FileError {
+                                document: Some(number),
+                                ..whole(&file, e)
+                            }),
+                        }
+                    }
+                }
+                Err(e) => input.errors.push(whole(&file, e.to_string())),
+            }
+        }
+    }
+    let is_service = |v: &serde_norway::Value| v.get("kind").and_then(|k| k.as_str()) == Some("Service");
+    let (services, config): (Vec<_>, Vec<_>) = docs.into_iter().partition(|(_, _, v)| is_service(v));
+    for (file, number, value) in config.into_iter().chain(services) {
+        if let Err((object, message)) = add(value, &mut input) {
+            input.errors.push(FileError {
+                file,
+                document: Some(number),
+                object,
+                message,
+            });
+        }
+    }
+    input
+}
+
+fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<String>, String)> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Head {
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+    }
+    let head: Head = typed(value.clone()).map_err(|e| (None, e))?;
+    let named = Some(format!("{} {}", head.kind, head.metadata.name));
+    let fail = |e: String| (named.clone(), e);
+    match (head.api_version.as_str(), head.kind.as_str()) {
+        ("serving.knative.dev/v1", "Service") => {
+            let mut svc: Service = typed(value).map_err(fail)?;
+            if svc.metadata.namespace.is_empty() {
+                svc.metadata.namespace = "default".to_owned();
+            }
+            let errors = svc.validate(&input.autoscaler);
+            if !errors.is_empty() {
+                return Err(fail(errors.join("\n")));
+            }
+            input.services.insert(svc.metadata.key(), svc);
+        }
+        ("v1", "ConfigMap") => {
+            let cm: ConfigMap = typed(value).map_err(fail)?;
+            match cm.metadata.name.as_str() {
+                "config-autoscaler" => {
+                    input.autoscaler = AutoscalerConfig::from_data(&cm.data).map_err(fail)?
+                }
+                "config-domain" => input.domains = Domains::from_data(&cm.data).map_err(fail)?,
+                "config-network" => input.network = network(&cm.data).map_err(fail)?,
+                // Knative's other ConfigMaps change nothing here.
+                _ => {}
+            }
+        }
+        ("knoxy.dev/v1alpha1", "LocalConfig") => {
+            let local: LocalConfig = typed(value).map_err(fail)?;
+            for (image, argv) in local.images {
+                if argv.is_empty() {
+                    return Err(fail(format!("images.{image}: an empty command")));
+                }
+                input.images.insert(image, argv);
+            }
+        }
+        ("", _) | (_, "") => return Err(fail("apiVersion and kind are required".to_owned())),
+        (api, kind) => return Err(fail(format!("unsupported object {api} {kind}"))),
+    }
+    Ok(())
+}
+
+impl Domains {
+    /// `config-domain`'s data: a domain with an empty value is the default; otherwise the
+    /// value is `selector:` with labels a route must carry.
+    fn from_data(data: &BTreeMap<String, String>) -> Result<Domains, String> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Selector {
+            #[serde(default)]
+            selector: BTreeMap<String, String>,
+        }
+        let mut entries = Vec::new();
+        for (domain, value) in data.iter().filter(|(k, _)| *k != "_example") {
+            let selector = if value.trim().is_empty() {
+                BTreeMap::new()
+            } else {
+                serde_norway::from_str::<Selector>(value)
+                    .map_err(|e| format!("data.{domain}: {e}"))?
+                    .selector
+            };
+            entries.push((domain.clone(), selector));
+        }
+        Ok(Domains { entries })
+    }
+
+    /// The domain of a route with `labels`: the most specific selector that matches; None
+    /// (cluster-local) when none does, or the match is `svc.cluster.local`.
+    pub fn for_labels(&self, labels: &BTreeMap<String, String>) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|(_, sel)| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .max_by_key(|(domain, sel)| (sel.len(), std::cmp::Reverse(domain.clone())))
+            .map(|(domain, _)| domain.clone())
+            .filter(|d| !d.starts_with("svc."))
+    }
+}
+
+/// `config-network`'s templates and HTTP protocol.
+fn network(data: &BTreeMap<String, String>) -> Result<Network, String> {
+    let mut net = Network::default();
+    for (key, allowed, slot) in [
+        ("domain-template", &["Name", "Namespace", "Domain"][..], &mut net.domain_template),
+        ("tag-template", &["Name", "Tag"][..], &mut net.tag_template),
+    ] {
+        if let Some(t) = data.get(key) {
+            check_template(key, t, allowed)?;
+            *slot = t.clone();
+        }
+    }
+    if let Some(p) = data.get("http-protocol") {
+        match p.as_str() {
+            "enabled" | "redirected" | "disabled" => net.http_protocol = p.clone(),
+            other => return Err(format!("http-protocol: {other:?} is not enabled, redirected or disabled")),
+        }
+    }
+    Ok(net)
+}
+
+/// A template may use only the fields Knative gives it, and must render a host name.
+fn check_template(key: &str, template: &str, allowed: &[&str]) -> Result<(), String> {
+    let mut rendered = template.to_owned();
+    for field in allowed {
+        rendered = rendered.replace(&format!("{{{{.{field}}}}}"), "x");
+    }
+    if rendered.contains("{{") {
+        return Err(format!("{key}: {template:?} uses a field other than {}", allowed.join(", ")));
+    }
+    if rendered.contains('/') || rendered.contains(' ') {
+        return Err(format!("{key}: {template:?} does not render a host name"));
+    }
+    Ok(())
+}
+
+fn files_of(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn whole(path: &Path, message: String) -> FileError {
+    FileError {
+        file: path.to_owned(),
+        document: None,
+        object: None,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;

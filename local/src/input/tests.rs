@@ -1,0 +1,125 @@
+//! Reading Services, Knative's ConfigMaps and the image map; errors name file, document,
+//! object and field.
+
+use super::*;
+
+fn dir(files: &[(&str, &str)]) -> (PathBuf, Input) {
+    let dir = std::env::temp_dir().join(format!("knoxy-local-input-{}-{}", std::process::id(), files.len()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("a file");
+    }
+    let input = read(std::slice::from_ref(&dir));
+    (dir, input)
+}
+
+const HELLO: &str = "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    metadata: {annotations: {autoscaling.knative.dev/target: '10'}}
+    spec: {containers: [{image: ghcr.io/knative/helloworld-go}]}
+";
+
+#[test]
+fn services_configmaps_and_the_image_map_are_read_configuration_first() {
+    let (d, input) = dir(&[
+        ("a-hello.yaml", HELLO),
+        (
+            "b-config.yaml",
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data: {stable-window: 10s, max-scale-limit: '5', max-scale: '5'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-network, namespace: knative-serving}
+data: {tag-template: '{{.Name}}-{{.Tag}}'}
+---
+apiVersion: knoxy.dev/v1alpha1
+kind: LocalConfig
+metadata: {name: local}
+images: {ghcr.io/knative/helloworld-go: [knoxy-helloworld]}
+",
+        ),
+    ]);
+    assert!(input.errors.is_empty(), "{:?}", input.errors);
+    assert!(input.services.contains_key("default/hello"));
+    assert_eq!(input.autoscaler.stable_window.to_string(), "10s");
+    assert_eq!(input.network.tag_template, "{{.Name}}-{{.Tag}}");
+    assert_eq!(input.images["ghcr.io/knative/helloworld-go"], ["knoxy-helloworld"]);
+    assert_eq!(input.domains.for_labels(&BTreeMap::new()).as_deref(), Some("example.com"));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn a_bad_document_is_named_and_holds_back_only_itself() {
+    let (d, input) = dir(&[(
+        "services.yaml",
+        &format!(
+            "{HELLO}---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: broken}}
+spec: {{template: {{spec: {{timeoutSeconds: 601, containers: [{{image: x}}]}}}}}}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: typo}}
+spec: {{template: {{spec: {{containers: [{{image: x}}]}}}}, trafic: []}}
+"
+        ),
+    )]);
+    assert!(input.services.contains_key("default/hello"));
+    assert_eq!(input.services.len(), 1);
+    let shown: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown[0].ends_with("services.yaml: document 2: Service broken: expected 0 <= 601 <= 600: spec.template.spec.timeoutSeconds"), "{}", shown[0]);
+    assert!(shown[1].contains("document 3: Service typo"), "{}", shown[1]);
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn config_domain_picks_the_most_specific_matching_selector() {
+    let data = BTreeMap::from([
+        ("example.com".to_owned(), String::new()),
+        ("prod.example.com".to_owned(), "selector:\n  env: prod\n".to_owned()),
+        ("svc.cluster.local".to_owned(), "selector:\n  env: internal\n".to_owned()),
+    ]);
+    let domains = Domains::from_data(&data).expect("valid");
+    let labels = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(domains.for_labels(&labels(&[])).as_deref(), Some("example.com"));
+    assert_eq!(domains.for_labels(&labels(&[("env", "prod")])).as_deref(), Some("prod.example.com"));
+    assert_eq!(domains.for_labels(&labels(&[("env", "internal")])), None, "cluster-local");
+    // config-domain with no entries: every route is cluster-local.
+    assert_eq!(Domains::from_data(&BTreeMap::new()).expect("valid").for_labels(&labels(&[])), None);
+}
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_key() {
+    let (d, input) = dir(&[(
+        "config.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-network}
+data: {domain-template: '{{.Name}}/{{.Domain}}'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler}
+data: {max-scale-up-rate: '1'}
+",
+    )]);
+    let shown: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
+    assert!(shown[0].contains("domain-template") && shown[0].contains("host name"), "{shown:?}");
+    assert!(shown[1].contains("max-scale-up-rate = 1, must be greater than 1.0"), "{shown:?}");
+    let _ = std::fs::remove_dir_all(d);
+}
