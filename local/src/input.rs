@@ -96,8 +96,10 @@ pub fn read(paths: &[PathBuf]) -> Input {
             }
         }
     }
-    let is_service = |v: &serde_norway::Value| v.get("kind").and_then(|k| k.as_str()) == Some("Service");
-    let (services, config): (Vec<_>, Vec<_>) = docs.into_iter().partition(|(_, _, v)| is_service(v));
+    let is_service =
+        |v: &serde_norway::Value| v.get("kind").and_then(|k| k.as_str()) == Some("Service");
+    let (services, config): (Vec<_>, Vec<_>) =
+        docs.into_iter().partition(|(_, _, v)| is_service(v));
     for (file, number, value) in config.into_iter().chain(services) {
         if let Err((object, message)) = add(value, &mut input) {
             input.errors.push(FileError {
@@ -201,7 +203,11 @@ impl Domains {
 fn network(data: &BTreeMap<String, String>) -> Result<Network, String> {
     let mut net = Network::default();
     for (key, allowed, slot) in [
-        ("domain-template", &["Name", "Namespace", "Domain"][..], &mut net.domain_template),
+        (
+            "domain-template",
+            &["Name", "Namespace", "Domain"][..],
+            &mut net.domain_template,
+        ),
         ("tag-template", &["Name", "Tag"][..], &mut net.tag_template),
     ] {
         if let Some(t) = data.get(key) {
@@ -212,7 +218,11 @@ fn network(data: &BTreeMap<String, String>) -> Result<Network, String> {
     if let Some(p) = data.get("http-protocol") {
         match p.as_str() {
             "enabled" | "redirected" | "disabled" => net.http_protocol = p.clone(),
-            other => return Err(format!("http-protocol: {other:?} is not enabled, redirected or disabled")),
+            other => {
+                return Err(format!(
+                    "http-protocol: {other:?} is not enabled, redirected or disabled"
+                ))
+            }
         }
     }
     Ok(net)
@@ -225,7 +235,10 @@ fn check_template(key: &str, template: &str, allowed: &[&str]) -> Result<(), Str
         rendered = rendered.replace(&format!("{{{{.{field}}}}}"), "x");
     }
     if rendered.contains("{{") {
-        return Err(format!("{key}: {template:?} uses a field other than {}", allowed.join(", ")));
+        return Err(format!(
+            "{key}: {template:?} uses a field other than {}",
+            allowed.join(", ")
+        ));
     }
     if rendered.contains('/') || rendered.contains(' ') {
         return Err(format!("{key}: {template:?} does not render a host name"));

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod input;
+pub mod scrape;
 pub mod snapshot;
 pub mod supervisor;

@@ -62,8 +62,8 @@ pub struct Scaler {
 const INACTIVE_RECHECK: i64 = 3;
 
 impl Scaler {
-    /// A new revision's PA at `now`: active, so it holds a pod for a stable window even
-    /// without traffic.
+    /// A new revision's PA at `now`; once its first pod is ready it holds that pod for a
+    /// stable window even without traffic.
     pub fn new(now: i64) -> Scaler {
         Scaler {
             active_since: Some(now),
@@ -78,11 +78,12 @@ impl Scaler {
     pub fn reconcile(&mut self, o: Observed, b: &Bounds) -> Outcome {
         let now = o.now;
         let inactive = self.inactive_since.is_some();
-        // The activator is in the path at zero, while the burst capacity falls short, and
-        // while an inactive revision has no decision yet.
+        // The activator is in the path at zero, while the burst capacity falls short (as it
+        // does for a new revision, whose decider starts short), and while an inactive
+        // revision has no decision yet.
         let proxy = match o.want {
             Some(want) => want == 0 || o.excess_burst_capacity < 0.0,
-            None => inactive,
+            None => inactive || o.excess_burst_capacity < 0.0,
         };
         match (proxy, self.proxy_since) {
             (true, None) => self.proxy_since = Some(now),
@@ -93,6 +94,12 @@ impl Scaler {
         let mut min = if o.reachable { b.min } else { 0 };
         if !self.initialized && b.initial > 1 && o.reachable {
             min = min.max(b.initial);
+        }
+        // The initial scale is reached once enough pods are ready (`ScaleTargetInitialized`).
+        if !self.initialized && o.ready >= min.max(b.initial).max(1) {
+            self.initialized = true;
+            // Its `Active` turns True now: the hold of a young revision counts from here.
+            self.active_since = Some(now);
         }
         let bounded = |x: u32| {
             let x = x.max(min);
@@ -134,9 +141,6 @@ impl Scaler {
         } else {
             Active::Ready
         };
-        if m > 0 && o.ready >= m {
-            self.initialized = true;
-        }
         Outcome {
             replicas,
             recheck_at,
@@ -154,6 +158,11 @@ impl Scaler {
         recheck_at: &mut Option<i64>,
     ) -> Option<u32> {
         if !b.scale_to_zero {
+            return Some(1);
+        }
+        if !self.initialized {
+            // Still activating (no pod ready yet): the pod on its way is kept (Knative
+            // gives up only after the progress deadline).
             return Some(1);
         }
         let stable = i64::from(b.stable_window);

@@ -4,7 +4,11 @@
 use super::*;
 
 fn dir(files: &[(&str, &str)]) -> (PathBuf, Input) {
-    let dir = std::env::temp_dir().join(format!("knoxy-local-input-{}-{}", std::process::id(), files.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "knoxy-local-input-{}-{}",
+        std::process::id(),
+        files.len()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temp dir");
     for (name, text) in files {
@@ -50,8 +54,14 @@ images: {ghcr.io/knative/helloworld-go: [knoxy-helloworld]}
     assert!(input.services.contains_key("default/hello"));
     assert_eq!(input.autoscaler.stable_window.to_string(), "10s");
     assert_eq!(input.network.tag_template, "{{.Name}}-{{.Tag}}");
-    assert_eq!(input.images["ghcr.io/knative/helloworld-go"], ["knoxy-helloworld"]);
-    assert_eq!(input.domains.for_labels(&BTreeMap::new()).as_deref(), Some("example.com"));
+    assert_eq!(
+        input.images["ghcr.io/knative/helloworld-go"],
+        ["knoxy-helloworld"]
+    );
+    assert_eq!(
+        input.domains.for_labels(&BTreeMap::new()).as_deref(),
+        Some("example.com")
+    );
     let _ = std::fs::remove_dir_all(d);
 }
 
@@ -78,7 +88,11 @@ spec: {{template: {{spec: {{containers: [{{image: x}}]}}}}, trafic: []}}
     let shown: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert!(shown[0].ends_with("services.yaml: document 2: Service broken: expected 0 <= 601 <= 600: spec.template.spec.timeoutSeconds"), "{}", shown[0]);
-    assert!(shown[1].contains("document 3: Service typo"), "{}", shown[1]);
+    assert!(
+        shown[1].contains("document 3: Service typo"),
+        "{}",
+        shown[1]
+    );
     let _ = std::fs::remove_dir_all(d);
 }
 
@@ -86,8 +100,14 @@ spec: {{template: {{spec: {{containers: [{{image: x}}]}}}}, trafic: []}}
 fn config_domain_picks_the_most_specific_matching_selector() {
     let data = BTreeMap::from([
         ("example.com".to_owned(), String::new()),
-        ("prod.example.com".to_owned(), "selector:\n  env: prod\n".to_owned()),
-        ("svc.cluster.local".to_owned(), "selector:\n  env: internal\n".to_owned()),
+        (
+            "prod.example.com".to_owned(),
+            "selector:\n  env: prod\n".to_owned(),
+        ),
+        (
+            "svc.cluster.local".to_owned(),
+            "selector:\n  env: internal\n".to_owned(),
+        ),
     ]);
     let domains = Domains::from_data(&data).expect("valid");
     let labels = |pairs: &[(&str, &str)]| {
@@ -96,11 +116,26 @@ fn config_domain_picks_the_most_specific_matching_selector() {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>()
     };
-    assert_eq!(domains.for_labels(&labels(&[])).as_deref(), Some("example.com"));
-    assert_eq!(domains.for_labels(&labels(&[("env", "prod")])).as_deref(), Some("prod.example.com"));
-    assert_eq!(domains.for_labels(&labels(&[("env", "internal")])), None, "cluster-local");
+    assert_eq!(
+        domains.for_labels(&labels(&[])).as_deref(),
+        Some("example.com")
+    );
+    assert_eq!(
+        domains.for_labels(&labels(&[("env", "prod")])).as_deref(),
+        Some("prod.example.com")
+    );
+    assert_eq!(
+        domains.for_labels(&labels(&[("env", "internal")])),
+        None,
+        "cluster-local"
+    );
     // config-domain with no entries: every route is cluster-local.
-    assert_eq!(Domains::from_data(&BTreeMap::new()).expect("valid").for_labels(&labels(&[])), None);
+    assert_eq!(
+        Domains::from_data(&BTreeMap::new())
+            .expect("valid")
+            .for_labels(&labels(&[])),
+        None
+    );
 }
 
 #[test]
@@ -119,7 +154,13 @@ data: {max-scale-up-rate: '1'}
 ",
     )]);
     let shown: Vec<String> = input.errors.iter().map(ToString::to_string).collect();
-    assert!(shown[0].contains("domain-template") && shown[0].contains("host name"), "{shown:?}");
-    assert!(shown[1].contains("max-scale-up-rate = 1, must be greater than 1.0"), "{shown:?}");
+    assert!(
+        shown[0].contains("domain-template") && shown[0].contains("host name"),
+        "{shown:?}"
+    );
+    assert!(
+        shown[1].contains("max-scale-up-rate = 1, must be greater than 1.0"),
+        "{shown:?}"
+    );
     let _ = std::fs::remove_dir_all(d);
 }

@@ -75,8 +75,9 @@ fn the_pod_retention_period_keeps_the_last_pod_longer() {
 fn a_young_revision_holds_one_pod_for_a_stable_window() {
     let b = bounds();
     let mut s = Scaler::new(0);
+    // Its first pod is ready at 10: Active from then.
     let out = s.reconcile(seen(10, 0, -200.0, 1), &b);
-    assert_eq!((out.replicas, out.recheck_at), (Some(1), Some(60)));
+    assert_eq!((out.replicas, out.recheck_at), (Some(1), Some(70)));
 }
 
 #[test]
@@ -92,11 +93,12 @@ fn without_scale_to_zero_or_with_min_scale_it_stays_up() {
     assert_eq!(s.reconcile(seen(100, 0, -200.0, 2), &min).replicas, Some(2));
     // Unreachable (no route sends to it), min-scale does not hold.
     let mut s = Scaler::new(0);
+    s.reconcile(seen(0, 2, -200.0, 2), &min);
     let unreachable = Observed {
         reachable: false,
         ..seen(100, 0, -200.0, 2)
     };
-    assert_eq!(zero_at(&mut s, &min, unreachable, 400), Some(130));
+    assert_eq!(zero_at(&mut s, &min, unreachable, 400), Some(103));
 }
 
 #[test]
@@ -154,4 +156,39 @@ fn the_activator_leaves_the_path_once_the_burst_capacity_is_covered() {
         s.reconcile(seen(4, 0, 10.0, 3), &b).proxy,
         "at zero it is back"
     );
+}
+
+#[test]
+fn a_new_revision_starts_with_the_activator_in_the_path() {
+    // Knative's decider starts with a negative excess burst capacity (TBC 211): Proxy mode
+    // from creation, so an idle new revision takes the fast path a window later.
+    let b = bounds();
+    let mut s = Scaler::new(0);
+    let out = s.reconcile(
+        Observed {
+            want: None,
+            ..seen(0, 0, -1.0, 0)
+        },
+        &b,
+    );
+    assert!(out.proxy);
+    s.reconcile(seen(2, 1, -200.0, 1), &b);
+    assert_eq!(zero_at(&mut s, &b, seen(62, 0, -200.0, 1), 200), Some(65));
+}
+
+#[test]
+fn a_revision_still_activating_keeps_its_pod() {
+    let b = bounds();
+    let mut s = Scaler::new(0);
+    // No pod ready for two minutes: the decider says 0, the starting pod stays.
+    for t in (0..120).step_by(2) {
+        assert_eq!(
+            s.reconcile(seen(t, 0, -200.0, 0), &b).replicas,
+            Some(1),
+            "at {t}"
+        );
+    }
+    // Ready at 120: Active from then, so it holds the pod a window more.
+    s.reconcile(seen(120, 0, -200.0, 1), &b);
+    assert_eq!(zero_at(&mut s, &b, seen(122, 0, -200.0, 1), 300), Some(183));
 }
