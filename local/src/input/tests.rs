@@ -4,11 +4,10 @@
 use super::*;
 
 fn dir(files: &[(&str, &str)]) -> (PathBuf, Input) {
-    let dir = std::env::temp_dir().join(format!(
-        "knoxy-local-input-{}-{}",
-        std::process::id(),
-        files.len()
-    ));
+    // One directory per call: the tests run at once.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("knoxy-local-input-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temp dir");
     for (name, text) in files {
