@@ -40,6 +40,8 @@ pub struct Controller {
     revisions: BTreeMap<String, Revision>,
     next_instance: u64,
     stopping: Vec<std::thread::JoinHandle<()>>,
+    /// The second of the last scrape.
+    last_scraped: i64,
 }
 
 struct Revision {
@@ -71,6 +73,7 @@ impl Controller {
             revisions: BTreeMap::new(),
             next_instance: 1,
             stopping: Vec::new(),
+            last_scraped: i64::MIN,
         }
     }
 
@@ -233,16 +236,19 @@ impl Controller {
                 r.ready = r.instance.ready();
                 rev.ever_ready |= r.ready;
             }
-            // Scrape a sample of the ready instances, standing for all of them.
+            // Scrape a sample of the ready instances, standing for all of them (once a
+            // second: a step that an activator's report brought adds nothing twice).
             let ready: Vec<&Running> = rev.instances.iter().filter(|r| r.ready).collect();
-            let n = collector::sample_size(ready.len());
-            let samples: Vec<Sample> = ready
-                .iter()
-                .take(n)
-                .filter_map(|r| scrape(r.instance.metrics))
-                .collect();
-            if let Some(all) = collector::scaled(&samples, ready.len()) {
-                rev.kpa.scraped(now, all);
+            if now > self.last_scraped {
+                let n = collector::sample_size(ready.len());
+                let samples: Vec<Sample> = ready
+                    .iter()
+                    .take(n)
+                    .filter_map(|r| scrape(r.instance.metrics))
+                    .collect();
+                if let Some(all) = collector::scaled(&samples, ready.len()) {
+                    rev.kpa.scraped(now, all);
+                }
             }
             for (_, s) in activator.iter().filter(|(k, _)| *k == key) {
                 rev.kpa.activator_reported(now, *s);
@@ -281,6 +287,7 @@ impl Controller {
                 self.stop(instance);
             }
         }
+        self.last_scraped = now;
     }
 
     /// Stops an instance in the background (its queue drains); [`Controller::shutdown`]

@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod input;
+pub mod run;
 pub mod scrape;
 pub mod snapshot;
 pub mod supervisor;

@@ -37,6 +37,18 @@ impl Drop for Open {
 
 pub struct Drain {
     pub connections: Arc<Connections>,
+    /// Runs once, before the process exits (`knoxy local` stops its instances).
+    pub before_exit: BeforeExit,
+}
+
+/// What must happen before the gateway exits, on whichever path it exits.
+pub type BeforeExit = Arc<parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+/// Runs the hook, if it has not run.
+pub fn run_before_exit(hook: &BeforeExit) {
+    if let Some(f) = hook.lock().take() {
+        f();
+    }
 }
 
 #[async_trait]
@@ -47,6 +59,7 @@ impl BackgroundService for Drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!("knoxy: drained, exiting");
+        run_before_exit(&self.before_exit);
         std::process::exit(0);
     }
 }

@@ -147,11 +147,26 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let args = match parse_args(std::env::args().skip(1)) {
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let local_paths = local_mode(&mut argv);
+    let mut args = match parse_args(argv.into_iter()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("knoxy: {e}\n{USAGE}");
             return ExitCode::from(64);
+        }
+    };
+    // `knoxy local`: the Services run here, and the loop that runs them is the autoscaler
+    // the gateway reports to.
+    let local = match local_paths.map(start_local) {
+        None => None,
+        Some(Ok((running, snapshots))) => {
+            args.autoscaler_url = running.autoscaler_url.clone();
+            Some((running, snapshots))
+        }
+        Some(Err(e)) => {
+            eprintln!("knoxy local: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let metrics = match metrics::Metrics::new() {
@@ -183,29 +198,40 @@ fn main() -> ExitCode {
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
         status: Arc::default(),
     });
-    // A broken file holds back only its own objects, on the first load as on later ones.
-    let mut watch = match files::watch(&args.config_dir) {
-        Ok((watch, loaded)) => {
-            tables.load(loaded, Instant::now());
-            watch
-        }
-        Err(e) => {
-            eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
-            return ExitCode::from(74);
-        }
+    let public = args
+        .listeners
+        .iter()
+        .find(|(l, _)| *l == "public")
+        .map(|(_, a)| *a);
+    let (local, snapshots) = match local {
+        Some((running, snapshots)) => (Some(running), Some(snapshots)),
+        None => (None, None),
     };
-    let watched = Arc::clone(&tables);
-    let followed = watch.follow(move |loaded| {
-        let clean = loaded.errors.is_empty();
-        watched.load(loaded, Instant::now());
-        if clean {
-            eprintln!("knoxy: configuration loaded");
+    if let Some(snapshots) = snapshots {
+        let installed = Arc::clone(&tables);
+        let spawned = std::thread::Builder::new()
+            .name("knoxy-local-tables".into())
+            .spawn(move || follow_local(&installed, &snapshots, public));
+        if let Err(e) = spawned {
+            eprintln!("knoxy local: {e}");
+            return ExitCode::FAILURE;
         }
-    });
-    if let Err(e) = followed {
-        eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
-        return ExitCode::from(74);
     }
+    // `knoxy local`: every instance stops with the gateway, on every exit path.
+    let before_exit: drain::BeforeExit = Arc::default();
+    let is_local = local.is_some();
+    if let Some(running) = local {
+        *before_exit.lock() = Some(Box::new(move || running.stop()));
+    }
+    // The file source's watch lives as long as the gateway.
+    let _watch = if !is_local {
+        match watch_files(&args, &tables) {
+            Ok(watch) => Some(watch),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     let listeners = match args
         .listeners
         .iter()
@@ -263,6 +289,7 @@ fn main() -> ExitCode {
         "drain",
         drain::Drain {
             connections: Arc::clone(&connections),
+            before_exit: Arc::clone(&before_exit),
         },
     );
     drain.threads = Some(1);
@@ -336,6 +363,7 @@ fn main() -> ExitCode {
             drain_delay: args.drain_delay,
         }),
     });
+    drain::run_before_exit(&before_exit);
     ExitCode::SUCCESS
 }
 
@@ -439,6 +467,124 @@ fn prober_runtime() -> std::io::Result<tokio::runtime::Handle> {
         .name("knoxy-prober".to_owned())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
     Ok(handle)
+}
+
+/// The file source: a watched directory of Kubernetes objects.
+fn watch_files(args: &Args, tables: &Arc<Tables>) -> Result<files::DirWatch, ExitCode> {
+    // A broken file holds back only its own objects, on the first load as on later ones.
+    let mut watch = match files::watch(&args.config_dir) {
+        Ok((watch, loaded)) => {
+            tables.load(loaded, Instant::now());
+            watch
+        }
+        Err(e) => {
+            eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+            return Err(ExitCode::from(74));
+        }
+    };
+    let watched = Arc::clone(tables);
+    let followed = watch.follow(move |loaded| {
+        let clean = loaded.errors.is_empty();
+        watched.load(loaded, Instant::now());
+        if clean {
+            eprintln!("knoxy: configuration loaded");
+        }
+    });
+    if let Err(e) = followed {
+        eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+        return Err(ExitCode::from(74));
+    }
+    Ok(watch)
+}
+
+/// `knoxy local [PATH...] [flags]`: takes `local` and its paths off `argv` and puts the
+/// local defaults (every listener on loopback, no drain delay) before the flags given.
+fn local_mode(argv: &mut Vec<String>) -> Option<Vec<PathBuf>> {
+    if argv.first().map(String::as_str) != Some("local") {
+        return None;
+    }
+    argv.remove(0);
+    let n = argv
+        .iter()
+        .position(|a| a.starts_with("--"))
+        .unwrap_or(argv.len());
+    let mut paths: Vec<PathBuf> = argv.drain(..n).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        paths.push(PathBuf::from("deploy/examples/local"));
+    }
+    let defaults = [
+        "--config-dir",
+        "-",
+        "--http",
+        "127.0.0.1:8080",
+        "--https",
+        "127.0.0.1:8443",
+        "--private-http",
+        "127.0.0.1:8081",
+        "--private-https",
+        "127.0.0.1:8444",
+        "--admin",
+        "127.0.0.1:9095",
+        "--drain-delay",
+        "0",
+        "--pod-name",
+        "knoxy-local",
+    ];
+    argv.splice(0..0, defaults.iter().map(|s| (*s).to_owned()));
+    Some(paths)
+}
+
+/// Starts the local loop; its snapshots arrive on the channel.
+fn start_local(
+    paths: Vec<PathBuf>,
+) -> std::io::Result<(
+    knoxy_local::run::Running,
+    std::sync::mpsc::Receiver<Snapshot>,
+)> {
+    let beside = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options = knoxy_local::run::Options {
+        paths,
+        queue: beside.join("knoxy-queue"),
+        search: vec![beside],
+    };
+    let running = knoxy_local::run::start(options, move |snap| {
+        let _ = tx.send(snap);
+    })?;
+    Ok((running, rx))
+}
+
+/// Installs each snapshot of the local loop, and says where each new Service answers.
+fn follow_local(
+    tables: &Tables,
+    snapshots: &std::sync::mpsc::Receiver<Snapshot>,
+    public: Option<SocketAddr>,
+) {
+    let mut announced = std::collections::BTreeSet::new();
+    while let Ok(snap) = snapshots.recv() {
+        tables.install(&snap, Vec::new(), Instant::now());
+        for (key, ingress) in &snap.ingresses {
+            if !announced.insert(key.clone()) {
+                continue;
+            }
+            // The last rule's host: the public one when there is one.
+            let host = ingress
+                .spec
+                .rules
+                .iter()
+                .rev()
+                .find_map(|r| r.hosts.last().cloned())
+                .unwrap_or_default();
+            if let Some(addr) = public {
+                println!(
+                    "knoxy local: {key} answers at http://{host}/\n  curl -H 'Host: {host}' http://{addr}/\n  hey -z 10s -c 20 -host {host} http://{addr}/"
+                );
+            }
+        }
+    }
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
