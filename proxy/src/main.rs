@@ -1,7 +1,9 @@
 //! `knoxy`: the gateway. Serves Knative's KIngress objects (from a directory of YAML files,
 //! for now) on Pingora's server shell, with hyper as the HTTP engine on every listener.
 //!
-//! Usage: `knoxy --config-dir DIR [flags]` (`knoxy --help` lists them). Listeners: public
+//! Usage: `knoxy --config-dir DIR [flags]` (`knoxy --help` lists them), or `knoxy local
+//! [PATH...] [flags]`: Knative Services from YAML run on this machine (`knoxy-local`), every
+//! listener on loopback, the local loop as the autoscaler the gateway reports to. Listeners: public
 //! `0.0.0.0:8080`/`8443`, private (cluster-local) `8081`/`8444`, admin `9090` with `/metrics`,
 //! `/healthz`, `/ready` and `/status`; port 0 picks a free port. Every listener is served by
 //! `--threads` worker threads (default: the CPUs the process may use), each a single-threaded
@@ -94,7 +96,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy local [PATH...] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -198,25 +200,10 @@ fn main() -> ExitCode {
         deriver: Mutex::new(Deriver::new(DeriveConfig::default())),
         status: Arc::default(),
     });
-    let public = args
-        .listeners
-        .iter()
-        .find(|(l, _)| *l == "public")
-        .map(|(_, a)| *a);
     let (local, snapshots) = match local {
         Some((running, snapshots)) => (Some(running), Some(snapshots)),
         None => (None, None),
     };
-    if let Some(snapshots) = snapshots {
-        let installed = Arc::clone(&tables);
-        let spawned = std::thread::Builder::new()
-            .name("knoxy-local-tables".into())
-            .spawn(move || follow_local(&installed, &snapshots, public));
-        if let Err(e) = spawned {
-            eprintln!("knoxy local: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
     // `knoxy local`: every instance stops with the gateway, on every exit path.
     let before_exit: drain::BeforeExit = Arc::default();
     let is_local = local.is_some();
@@ -244,6 +231,21 @@ fn main() -> ExitCode {
             return ExitCode::from(74);
         }
     };
+    if let Some(snapshots) = snapshots {
+        // Where the gateway answers, as bound (a port 0 resolved).
+        let public = listeners
+            .iter()
+            .find(|(l, _)| *l == "public")
+            .map(|(_, a)| *a);
+        let installed = Arc::clone(&tables);
+        let spawned = std::thread::Builder::new()
+            .name("knoxy-local-tables".into())
+            .spawn(move || follow_local(&installed, &snapshots, public));
+        if let Err(e) = spawned {
+            eprintln!("knoxy local: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let acceptor = match tls::acceptor(Arc::clone(&tables.certs)) {
         Ok(a) => a,
         Err(e) => {

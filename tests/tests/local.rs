@@ -1,0 +1,98 @@
+//! `knoxy local` end to end: the real gateway binary runs a Service from YAML as real
+//! processes (knoxy-helloworld behind knoxy-queue), serves it by host, and on SIGTERM
+//! stops everything it started.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use knoxy_tests::{bin_path, get_host, Proc, Signal, TempDir};
+
+const HELLO: &str = "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: greeter}
+spec:
+  template:
+    spec:
+      containers:
+      - image: example.org/greeter
+        env: [{name: TARGET, value: Local}]
+---
+apiVersion: knoxy.dev/v1alpha1
+kind: LocalConfig
+images: {example.org/greeter: [knoxy-helloworld]}
+";
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| {
+                    rest.split_whitespace()
+                        .nth(1)
+                        .map(|pp| pp == pid.to_string())
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
+    let dir = TempDir::new("local");
+    dir.write("greeter.yaml", HELLO);
+    let mut gw = Proc::builder("knoxy")
+        .args(["local", dir.0.to_str().unwrap()])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--private-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--private-https", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .wait_for(&["public", "admin"])
+        .spawn();
+    assert!(
+        gw.wait_for_output(
+            "answers at http://greeter.default.example.com/",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        gw.stdout_text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, body) = get_host(&gw, "public", "greeter.default.example.com", "/").await;
+        if status == StatusCode::OK {
+            assert_eq!(body, "Hello Local!\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The instance's app and queue are the gateway's children; SIGTERM takes them along.
+    let started = children(gw.pid());
+    assert_eq!(started.len(), 2, "an app and its queue: {started:?}");
+    assert!(bin_path("knoxy-helloworld").is_file());
+    gw.signal(Signal::SIGTERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("the gateway exits");
+    assert!(status.success(), "{status:?}");
+    for pid in started {
+        assert!(!running(pid), "{pid} outlived the gateway");
+    }
+}
