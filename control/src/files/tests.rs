@@ -573,6 +573,10 @@ fn the_shipped_examples_load_and_every_ingress_in_them_is_ready() {
     let mut checked = 0;
     for dir in std::fs::read_dir(&examples).expect("deploy/examples") {
         let dir = dir.expect("an entry").path();
+        // `knoxy local`'s input (Services), checked by the local crate.
+        if dir.ends_with("local") {
+            continue;
+        }
         let Loaded {
             snapshot: snap,
             errors,

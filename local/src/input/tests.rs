@@ -163,3 +163,16 @@ data: {max-scale-up-rate: '1'}
     );
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn the_shipped_example_reads_clean() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/local");
+    let input = read(&[example]);
+    assert!(input.errors.is_empty(), "{:?}", input.errors);
+    let services: Vec<&str> = input.services.keys().map(String::as_str).collect();
+    assert_eq!(services, ["default/hello", "default/helloworld"]);
+    for svc in input.services.values() {
+        let image = &svc.spec.template.spec.containers[0].image;
+        assert!(input.images.contains_key(image), "{image} has a command");
+    }
+}
