@@ -1,82 +1,66 @@
 #!/usr/bin/env bash
-# Runs Knoxy's main job on a shipped example. Until `knoxy local` exists, that is the knoxy
-# gateway serving deploy/examples/hello (a KIngress and its revision's Service/EndpointSlice)
-# in front of knoxy-queue (Knative's queue-proxy drop-in) in front of a demo app:
-# gateway 127.0.0.1:8080 (private 8081, admin 9095), queue 8012 (admin 8022, autoscaler
-# metrics 9090, user metrics 9091), app 8090.
+# Runs Knoxy's main job on a shipped example: `knoxy local` runs the Knative Services of
+# deploy/examples/local on this machine (Knative's autoscale sample as `hello`, and
+# helloworld), each revision's instances local processes behind their own knoxy-queue,
+# scaled to and from zero by the KPA, served by the knoxy gateway on 127.0.0.1:8080
+# (private 8081, admin 9095).
 #
 #   scripts/demo.sh            start, print the curl/hey lines to try, run until Ctrl-C
-#   scripts/demo.sh --smoke    start, check that a request and a probe pass, stop (used by CI)
+#   scripts/demo.sh --smoke    start, check both Services answer, stop, check nothing is left (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-cargo build --release -q --bin knoxy --bin knoxy-queue --bin knoxy-testbackend
+cargo build --release -q --bin knoxy --bin knoxy-queue --bin knoxy-autoscale --bin knoxy-helloworld
 BIN=$PWD/target/release
-PIDS=()
-# KILL: a demo need not wait for knoxy-queue's 30 s drain.
-trap 'for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
 
-for port in 8080 8081 8443 8444 9095 8090 8012 8022 9090 9091; do
+for port in 8080 8081 8443 8444 9095; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is in use; stop whatever listens there and retry" >&2
     exit 1
   fi
 done
 
-"$BIN/knoxy-testbackend" --listen 127.0.0.1:8090 >/tmp/knoxy-demo-app.log 2>&1 &
-PIDS+=($!)
-# The env Knative's revision controller sets on the queue-proxy container.
-env CONTAINER_CONCURRENCY=10 QUEUE_SERVING_PORT=8012 QUEUE_SERVING_TLS_PORT=8112 USER_PORT=8090 \
-  REVISION_TIMEOUT_SECONDS=300 SERVING_LOGGING_CONFIG= SERVING_LOGGING_LEVEL=info \
-  SERVING_NAMESPACE=default SERVING_SERVICE=hello SERVING_CONFIGURATION=hello \
-  SERVING_REVISION=hello-00001 SERVING_POD=hello-00001-deployment-demo SERVING_POD_IP=127.0.0.1 \
-  SERVING_READINESS_PROBE='{"tcpSocket":{"port":8090,"host":"127.0.0.1"},"successThreshold":1}' \
-  OBSERVABILITY_CONFIG='{"requestMetrics":{"protocol":"prometheus"}}' \
-  KNOXY_BIND_ADDRESS=127.0.0.1 \
-  "$BIN/knoxy-queue" >/tmp/knoxy-demo-queue.log 2>&1 &
-PIDS+=($!)
+"$BIN/knoxy" local deploy/examples/local >/tmp/knoxy-local.out 2>/tmp/knoxy-local.log &
+PID=$!
+# TERM: knoxy local stops every instance it started before it exits.
+trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 
-"$BIN/knoxy" --config-dir deploy/examples/hello --http 127.0.0.1:8080 --https 127.0.0.1:8443 \
-  --private-http 127.0.0.1:8081 --private-https 127.0.0.1:8444 --admin 127.0.0.1:9095 \
-  >/tmp/knoxy-demo-gateway.log 2>&1 &
-PIDS+=($!)
-
-for _ in $(seq 1 100); do
-  curl -sf -o /dev/null -A kube-probe/1.30 -H 'K-Network-Probe: queue' http://127.0.0.1:8012/ &&
-    curl -sf -o /dev/null -H 'Host: hello.default.example.com' http://127.0.0.1:8080/ && break
+answers() { curl -sf -H "Host: $1" "http://127.0.0.1:8080$2"; }
+for _ in $(seq 1 300); do
+  answers hello.default.example.com / >/dev/null && answers helloworld.default.example.com / >/dev/null && break
   sleep 0.1
 done
 
 if [ "${1:-}" = "--smoke" ]; then
-  curl -sf -H 'Host: hello.default.example.com' http://127.0.0.1:8080/hello | grep -q '"host":"hello.default.example.com"'
-  curl -sf -H 'Host: hello.default.svc' http://127.0.0.1:8081/hello | grep -q '"uri":"/hello"'
-  curl -sf http://127.0.0.1:8012/hello | grep -q '"uri":"/hello"'
-  [ "$(curl -sf -A kube-probe/1.30 -H 'K-Network-Probe: queue' http://127.0.0.1:8012/)" = queue ]
-  curl -sf http://127.0.0.1:9090/metrics -o /dev/null
-  curl -sf http://127.0.0.1:9095/metrics | grep -q knoxy_requests_total
+  answers hello.default.example.com '/?sleep=10&prime=100&bloat=1' | grep -q 'The largest prime less than 100 is 97.'
+  [ "$(answers helloworld.default.example.com /)" = "Hello Knoxy!" ]
+  curl -sf http://127.0.0.1:9095/metrics | grep -q activator_request_concurrency
+  kill -TERM $PID
+  wait $PID
+  trap - EXIT
+  if pgrep -f "$BIN/knoxy-(queue|autoscale|helloworld)" >/dev/null; then
+    echo "instances outlived knoxy local" >&2
+    exit 1
+  fi
   echo "demo smoke check passed"
   exit 0
 fi
 
+cat /tmp/knoxy-local.out
 cat <<'TXT'
-The knoxy gateway serves deploy/examples/hello on 127.0.0.1:8080, routing to knoxy-queue on
-127.0.0.1:8012 (CONTAINER_CONCURRENCY=10) in front of the demo app on 127.0.0.1:8090.
-Logs: /tmp/knoxy-demo-{gateway,queue,app}.log. Try:
 
-  curl -i -H 'Host: hello.default.example.com' http://127.0.0.1:8080/hello          # gateway -> queue -> app
-  curl -i --http2-prior-knowledge -H 'Host: hello.default.example.com' http://127.0.0.1:8080/hello
-  curl -i -H 'Host: hello.default.svc' http://127.0.0.1:8081/                       # cluster-local: private listener only
-  curl -i -H 'Host: hello.default.svc' http://127.0.0.1:8080/                       # ... so 404 on the public one
-  curl -N -H 'Host: hello.default.example.com' 'http://127.0.0.1:8080/?stream=1&n=5&gap=500'
-  curl -s http://127.0.0.1:9095/metrics | grep knoxy_                                # gateway metrics
-  curl -i -A kube-probe/1.30 -H 'K-Network-Probe: queue' http://127.0.0.1:8012/      # kubelet readiness: 200 queue
-  curl -s -H 'Accept: text/plain' http://127.0.0.1:9090/metrics                      # autoscaler stats
-  curl -s http://127.0.0.1:9091/metrics | grep kn_                                   # queue user metrics
-  hey -z 10s -c 50 -host hello.default.example.com 'http://127.0.0.1:8080/?text=hello'
-  wrk -t1 -c50 -d10s -H 'Host: hello.default.example.com' 'http://127.0.0.1:8080/?text=hello'
+knoxy local runs deploy/examples/local: each Service's revision as local processes behind
+knoxy-queue, scaled by the KPA (an idle Service goes to zero after about a minute, and the
+next request brings it back). Logs: /tmp/knoxy-local.log. Try:
 
-Edit deploy/examples/hello/hello.yaml while it runs: the gateway reloads it at once and keeps
-the last good version if the file does not parse. Ctrl-C stops everything.
+  curl -H 'Host: helloworld.default.example.com' http://127.0.0.1:8080/
+  curl -H 'Host: hello.default.example.com' 'http://127.0.0.1:8080/?sleep=100&prime=10000&bloat=5'
+  hey -z 30s -c 20 -host hello.default.example.com "http://127.0.0.1:8080?sleep=100&prime=10000&bloat=5"
+  pgrep -fa knoxy-autoscale                                    # the instances, while hey runs
+  curl -s http://127.0.0.1:9095/metrics | grep activator_      # the gateway's activator role
+
+Edit deploy/examples/local/*.yaml while it runs: a template change makes a new revision and
+moves the traffic to it. Ctrl-C stops everything.
 TXT
-wait
+wait $PID
