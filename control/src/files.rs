@@ -401,14 +401,16 @@ pub fn documents(text: &str) -> Vec<(usize, Result<serde_norway::Value, String>)
 /// (the object's name if known, the problem)
 struct ObjectError(Option<String>, String);
 
+/// What every object says of itself: its API, kind and metadata.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Head {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+}
+
 fn add_object(value: serde_norway::Value, snap: &mut Snapshot) -> Result<(), ObjectError> {
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    struct Head {
-        api_version: String,
-        kind: String,
-        metadata: ObjectMeta,
-    }
     let mut head: Head = typed(value.clone()).map_err(|e| ObjectError(None, e))?;
     namespace(&mut head.metadata);
     let named = format!(

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use knoxy_control::files::{documents, typed, FileError};
+use knoxy_control::files::{documents, typed, FileError, Head};
 use knoxy_control::kingress::ObjectMeta;
 use knoxy_control::kpa::AutoscalerConfig;
 use knoxy_control::serving::ingress::Network;
@@ -114,13 +114,6 @@ pub fn read(paths: &[PathBuf]) -> Input {
 }
 
 fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<String>, String)> {
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    struct Head {
-        api_version: String,
-        kind: String,
-        metadata: ObjectMeta,
-    }
     let head: Head = typed(value.clone()).map_err(|e| (None, e))?;
     let named = Some(format!("{} {}", head.kind, head.metadata.name));
     let fail = |e: String| (named.clone(), e);
