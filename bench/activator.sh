@@ -30,15 +30,8 @@ env CONTAINER_CONCURRENCY="$CC" QUEUE_SERVING_PORT=$QUEUE QUEUE_SERVING_TLS_PORT
 PIDS+=($!); QUEUE_PID=$!
 
 mkdir -p "$WORK/config"
-cat > "$WORK/config/hello.yaml" <<YAML
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: hello
-  namespace: default
-  annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}
-spec:
-  rules:
+ingress_head > "$WORK/config/hello.yaml"
+cat >> "$WORK/config/hello.yaml" <<YAML
   - hosts: [hello.example.com]
     http:
       paths:

@@ -18,15 +18,8 @@ ulimit -n 65536 2>/dev/null || true
 
 mkdir -p "$WORK/config"
 revision_yaml hello-00001 > "$WORK/config/hello.yaml"
+ingress_head >> "$WORK/config/hello.yaml"
 cat >> "$WORK/config/hello.yaml" <<YAML
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: hello
-  namespace: default
-  annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}
-spec:
-  rules:
   - hosts: [hello.example.com]
     http: {paths: [{splits: [{serviceNamespace: default, serviceName: hello-00001, servicePort: 80}]}]}
 YAML

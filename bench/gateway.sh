@@ -22,15 +22,8 @@ start_peers 18080 18101 18102
 # Two revisions, both backed by the nginx backend, split 50/50 under one host.
 mkdir -p "$WORK/config"
 for rev in hello-00001 hello-00002; do revision_yaml "$rev" >> "$WORK/config/revisions.yaml"; done
-cat > "$WORK/config/hello.yaml" <<YAML
-apiVersion: networking.internal.knative.dev/v1alpha1
-kind: Ingress
-metadata:
-  name: hello
-  namespace: default
-  annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}
-spec:
-  rules:
+ingress_head > "$WORK/config/hello.yaml"
+cat >> "$WORK/config/hello.yaml" <<YAML
   - hosts: [hello.example.com]
     visibility: ExternalIP
     http:

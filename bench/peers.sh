@@ -18,6 +18,21 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# ingress_head: the KIngress `default/hello` of knoxy's class, down to `rules:` (each script
+# writes its own rules after it).
+ingress_head() {
+  cat <<YAML
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  namespace: default
+  annotations: {networking.knative.dev/ingress.class: knoxy.ingress.networking.knative.dev}
+spec:
+  rules:
+YAML
+}
+
 # revision_yaml NAME: a revision's Service and EndpointSlice, its one pod the nginx backend.
 revision_yaml() {
   cat <<YAML
