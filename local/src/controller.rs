@@ -4,29 +4,37 @@
 //! to what the KPA applies; the snapshot for the gateway is every Service's KIngress (its
 //! traffic flattened to ready revisions), every revision, and its instances as endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use knoxy_control::derive::Snapshot;
 use knoxy_control::kingress::KIngress;
+use knoxy_control::kpa::config::HPA_CLASS;
+use knoxy_control::kpa::scaler::Active;
 use knoxy_control::kpa::{collector, RevisionScaler, Sample, Scaling};
 use knoxy_control::revision::RevisionSpec;
-use knoxy_control::serving::ingress::{ingress, Route};
-use knoxy_control::serving::service::{Configuration, Service};
+use knoxy_control::serving::ingress::{ingress, url, Route};
+use knoxy_control::serving::service::{Configuration, Service, ServiceSpec};
+use knoxy_control::serving::status::{
+    revision_status, service_status, Activity, ConfigurationFacts, Health, RouteFacts,
+};
 use knoxy_control::serving::traffic::{
-    defaulted, flatten, ConfigurationState, RevisionState, Status, TrafficError,
+    defaulted, flatten, ConfigurationState, RevisionState, Status, TrafficStatus,
 };
 
 use crate::input::Input;
 use crate::scrape::scrape;
 use crate::snapshot::{snapshot, LocalRevision};
 use crate::supervisor::{Instance, InstanceSpec};
+use crate::view::{Event, RevisionView, ServiceView, View};
 
 /// A revision whose instance crashes this many times before ever being ready has failed.
 const CRASHES_TO_FAIL: u32 = 3;
 /// How long a stopped instance's queue may drain.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How many recent events the operator's view keeps.
+const EVENTS: usize = 50;
 
 pub struct Controller {
     /// The `knoxy-queue` binary.
@@ -42,6 +50,25 @@ pub struct Controller {
     stopping: Vec<std::thread::JoinHandle<()>>,
     /// The second of the last scrape.
     last_scraped: i64,
+    /// Each Service's generation (bumped by a spec change) and the spec it counts.
+    generations: BTreeMap<String, (u64, ServiceSpec)>,
+    /// Each Route's last programmed traffic: kept through a traffic error, as Knative
+    /// leaves the KIngress untouched.
+    routes: BTreeMap<String, Programmed>,
+    /// Revisions some Route marks (`routingState: active`); the rest are `reserve`.
+    routed: BTreeSet<String>,
+    statuses: BTreeMap<String, ServiceView>,
+    events: VecDeque<Event>,
+    /// Events not yet printed.
+    unlogged: Vec<String>,
+    /// The second of the last step.
+    now: i64,
+}
+
+/// What a Route last programmed.
+struct Programmed {
+    ingress: KIngress,
+    traffic: Vec<TrafficStatus>,
 }
 
 struct Revision {
@@ -55,6 +82,10 @@ struct Revision {
     ever_ready: bool,
     crashes: u32,
     failed: Option<String>,
+    /// The replicas last applied (for scale events).
+    applied: Option<u32>,
+    /// The Routes have been reconciled since it was created (its routing state is known).
+    evaluated: bool,
 }
 
 struct Running {
@@ -74,25 +105,51 @@ impl Controller {
             next_instance: 1,
             stopping: Vec::new(),
             last_scraped: i64::MIN,
+            generations: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            routed: BTreeSet::new(),
+            statuses: BTreeMap::new(),
+            events: VecDeque::new(),
+            unlogged: Vec::new(),
+            now: 0,
         }
     }
 
     /// Applies a new reading of the inputs at second `now`: a changed template makes a new
     /// revision; a Service no longer there takes its revisions and instances with it.
     pub fn load(&mut self, input: Input, now: i64) {
+        self.now = now;
+        for e in &input.errors {
+            self.event(format!("{e} (what runs keeps running)"));
+        }
         for (key, svc) in &input.services {
+            let generation = self
+                .generations
+                .entry(key.clone())
+                .or_insert_with(|| (0, ServiceSpec::default()));
+            if generation.0 == 0 || generation.1 != svc.spec {
+                *generation = (generation.0 + 1, svc.spec.clone());
+            }
             let config = self.configurations.entry(key.clone()).or_default();
             match config.apply(&svc.metadata.name, &svc.spec.template) {
                 Ok(Some(name)) => {
                     self.service_errors.remove(key);
                     let rev = self.new_revision(svc, &name, &input, now);
+                    let why = rev.failed.clone();
                     self.revisions
                         .insert(format!("{}/{name}", svc.metadata.namespace), rev);
+                    self.event(format!("{key}: revision {name} created"));
+                    if let Some(why) = why {
+                        self.event(format!("{key}: revision {name} failed: {why}"));
+                    }
                 }
                 Ok(None) => {
                     self.service_errors.remove(key);
                 }
                 Err(e) => {
+                    if self.service_errors.get(key) != Some(&e) {
+                        self.event(format!("Service {key}: {e}"));
+                    }
                     self.service_errors.insert(key.clone(), e);
                 }
             }
@@ -104,7 +161,11 @@ impl Controller {
             .cloned()
             .collect();
         for key in gone {
+            self.event(format!("{key}: deleted"));
             self.configurations.remove(&key);
+            self.generations.remove(&key);
+            self.routes.remove(&key);
+            self.statuses.remove(&key);
             let (ns, name) = key.split_once('/').unwrap_or(("", &key));
             let dead: Vec<String> = self
                 .revisions
@@ -136,6 +197,13 @@ impl Controller {
         )
         .unwrap_or_default();
         let instance = self.instance_spec(svc, name, &spec, input);
+        let failed = if scaling.class(&input.autoscaler) == HPA_CLASS {
+            Some(format!(
+                "the class {HPA_CLASS} scales on CPU through Kubernetes' HorizontalPodAutoscaler, which knoxy local does not have: use the KPA (leave autoscaling.knative.dev/class out, or set kpa.autoscaling.knative.dev)"
+            ))
+        } else {
+            instance.as_ref().err().cloned()
+        };
         Revision {
             namespace: svc.metadata.namespace.clone(),
             service: svc.metadata.name.clone(),
@@ -146,7 +214,9 @@ impl Controller {
             instances: Vec::new(),
             ever_ready: false,
             crashes: 0,
-            failed: None,
+            failed,
+            applied: None,
+            evaluated: false,
         }
     }
 
@@ -205,20 +275,26 @@ impl Controller {
 
     /// One second at `now`: supervise, scrape, record the activator's reports, scale.
     pub fn step(&mut self, now: i64, activator: &[(String, Sample)]) {
+        self.now = now;
         let keys: Vec<String> = self.revisions.keys().cloned().collect();
+        let mut events = Vec::new();
         for key in keys {
             let mut to_stop = Vec::new();
+            let routed = self.routed.contains(&key);
             let Some(rev) = self.revisions.get_mut(&key) else {
                 continue;
             };
+            // A revision no Route marks is `reserve`: unreachable, so min-scale is off. A
+            // new one is pending until the Routes have been looked at.
+            let reachable = routed || !rev.evaluated;
             // Supervise: a crashed instance is reported and dropped (the KPA's count brings
             // a new one); its readiness is the kubelet's probe through its queue.
             rev.instances.retain_mut(|r| match r.instance.exited() {
                 Some(why) => {
-                    eprintln!(
-                        "knoxy local: {key}: instance {} stopped: {why}",
+                    events.push(format!(
+                        "{key}: instance {} stopped: {why}",
                         r.instance.name
-                    );
+                    ));
                     if !rev.ever_ready {
                         rev.crashes += 1;
                     }
@@ -227,13 +303,18 @@ impl Controller {
                 None => true,
             });
             if rev.crashes >= CRASHES_TO_FAIL && rev.failed.is_none() {
-                rev.failed = Some(format!(
+                let why = format!(
                     "the container exited {} times before it was ready",
                     rev.crashes
-                ));
+                );
+                events.push(format!("{key}: failed: {why}"));
+                rev.failed = Some(why);
             }
             for r in rev.instances.iter_mut().filter(|r| !r.ready) {
                 r.ready = r.instance.ready();
+                if r.ready && !rev.ever_ready {
+                    events.push(format!("{key}: ready"));
+                }
                 rev.ever_ready |= r.ready;
             }
             // Scrape a sample of the ready instances, standing for all of them (once a
@@ -254,8 +335,20 @@ impl Controller {
                 rev.kpa.activator_reported(now, *s);
             }
             let ready_count = u32::try_from(ready.len()).unwrap_or(u32::MAX);
-            let wanted = rev.kpa.run(now, ready_count, true).and_then(|o| o.replicas);
+            let wanted = rev
+                .kpa
+                .run(now, ready_count, reachable)
+                .and_then(|o| o.replicas);
             if let (Some(n), None) = (wanted, &rev.failed) {
+                if rev.applied != Some(n) {
+                    let panicking = rev.kpa.decided().is_some_and(|d| d.panicking);
+                    let from = rev.applied.map_or("start".to_owned(), |a| a.to_string());
+                    events.push(format!(
+                        "{key}: scaled {from} -> {n}{}",
+                        if panicking { " (panic)" } else { "" }
+                    ));
+                    rev.applied = Some(n);
+                }
                 let n = n as usize;
                 while rev.instances.len() > n {
                     // The newest not-ready one first, else the newest.
@@ -276,7 +369,7 @@ impl Controller {
                             ready: false,
                         }),
                         Err(e) => {
-                            eprintln!("knoxy local: {key}: {e}");
+                            events.push(format!("{key}: {e}"));
                             rev.crashes += 1;
                             break;
                         }
@@ -287,7 +380,27 @@ impl Controller {
                 self.stop(instance);
             }
         }
+        for e in events {
+            self.event(e);
+        }
         self.last_scraped = now;
+    }
+
+    /// Records an event for the operator's view and its log.
+    fn event(&mut self, message: String) {
+        if self.events.len() == EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            second: self.now,
+            message: message.clone(),
+        });
+        self.unlogged.push(message);
+    }
+
+    /// The events since the last call, for the log.
+    pub fn take_unlogged(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unlogged)
     }
 
     /// Stops an instance in the background (its queue drains); [`Controller::shutdown`]
@@ -311,27 +424,27 @@ impl Controller {
         }
     }
 
-    /// The objects the gateway serves, and each Service's traffic error if any.
-    pub fn snapshot(&self) -> (Snapshot, BTreeMap<String, TrafficError>) {
-        let mut configurations = BTreeMap::new();
-        let mut states = BTreeMap::new();
-        for rev in self.revisions.values() {
-            let ready = match (&rev.failed, rev.ever_ready) {
-                (Some(_), false) => Status::False,
-                (_, true) => Status::True,
-                (None, false) => Status::Unknown,
-            };
-            states.insert(
-                rev.name.clone(),
-                RevisionState {
+    /// Reconciles every Route and writes each Service's status: returns the objects the
+    /// gateway serves. A Route whose traffic does not resolve keeps what it last programmed.
+    pub fn reconcile(&mut self) -> Snapshot {
+        let states: BTreeMap<String, RevisionState> = self
+            .revisions
+            .values()
+            .map(|rev| {
+                let state = RevisionState {
                     configuration: rev.service.clone(),
                     service: Some(rev.service.clone()),
-                    ready,
+                    ready: health(rev).status(),
                     h2c: rev.spec.settings("spec").is_ok_and(|s| s.h2c),
-                },
-            );
-        }
+                };
+                (rev.name.clone(), state)
+            })
+            .collect();
+        // Each Configuration's latest created, latest ready, and why its latest failed.
+        let mut facts: BTreeMap<String, [Option<String>; 3]> = BTreeMap::new();
+        let mut configurations = BTreeMap::new();
         for (key, config) in &self.configurations {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
             let latest_ready = config
                 .revisions
                 .iter()
@@ -339,28 +452,32 @@ impl Controller {
                 .map(|(name, _)| name)
                 .find(|name| states.get(*name).is_some_and(|s| s.ready == Status::True))
                 .cloned();
-            let latest_failed = config
-                .latest_created()
-                .and_then(|n| states.get(n))
-                .is_some_and(|s| s.ready == Status::False);
-            let ready = match (&latest_ready, latest_failed) {
-                (None, true) => Status::False,
-                (None, false) => Status::Unknown,
+            let latest_created = config.latest_created().map(str::to_owned);
+            let latest_failed = latest_created
+                .as_ref()
+                .and_then(|n| self.revisions.get(&format!("{ns}/{n}")))
+                .and_then(|r| match health(r) {
+                    Health::Failed(why) => Some(why),
+                    _ => None,
+                });
+            let ready = match (&latest_ready, &latest_failed) {
+                (None, Some(_)) => Status::False,
+                (None, None) => Status::Unknown,
                 (Some(_), _) => Status::True,
             };
-            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
             configurations.insert(
                 name.to_owned(),
                 ConfigurationState {
-                    latest_ready,
+                    latest_ready: latest_ready.clone(),
                     ready,
                 },
             );
+            facts.insert(key.clone(), [latest_created, latest_ready, latest_failed]);
         }
-        let mut ingresses: Vec<KIngress> = Vec::new();
-        let mut errors = BTreeMap::new();
+        let mut routed = BTreeSet::new();
         for (key, svc) in &self.input.services {
             let name = &svc.metadata.name;
+            let ns = &svc.metadata.namespace;
             let traffic = defaulted(&svc.spec.traffic, name);
             let mut net = self.input.network.clone();
             net.domain = if svc.cluster_local() {
@@ -368,32 +485,86 @@ impl Controller {
             } else {
                 self.input.domains.for_labels(&svc.metadata.labels)
             };
-            let tag_url = |tag: &str| match &net.domain {
-                Some(d) => format!("http://{tag}-{name}.{}.{d}", svc.metadata.namespace),
-                None => format!(
-                    "http://{tag}-{name}.{}.svc.{}",
-                    svc.metadata.namespace, net.cluster_domain
-                ),
-            };
-            match flatten(&traffic, Some(name), &configurations, &states, tag_url) {
-                Ok((targets, _status)) => {
+            let flattened = flatten(&traffic, Some(name), &configurations, &states, |tag| {
+                url(name, ns, tag, &net)
+            });
+            let error = match flattened {
+                Ok((targets, status)) => {
                     let mut labels = svc.metadata.labels.clone();
                     labels.insert("serving.knative.dev/service".into(), name.clone());
                     let route = Route {
                         name: name.clone(),
-                        namespace: svc.metadata.namespace.clone(),
+                        namespace: ns.clone(),
                         labels,
                         targets,
                         cluster_local: net.domain.is_none(),
                         ..Route::default()
                     };
-                    ingresses.push(ingress(&route, &net));
+                    let programmed = Programmed {
+                        ingress: ingress(&route, &net),
+                        traffic: status,
+                    };
+                    self.routes.insert(key.clone(), programmed);
+                    None
                 }
-                Err(e) => {
-                    errors.insert(key.clone(), e);
+                Err(e) => Some(e),
+            };
+            let [created, ready, failed] = facts.remove(key).unwrap_or_default();
+            let programmed = self.routes.get(key);
+            // Routing state (§4.5): what the traffic names, pinned or programmed, and each
+            // latest-revision target's latest created revision; kept while the Route is
+            // neither Ready nor failed.
+            for t in &traffic {
+                match (&t.revision_name, t.latest_revision) {
+                    (Some(r), Some(false)) => {
+                        routed.insert(format!("{ns}/{r}"));
+                    }
+                    _ => {
+                        routed.extend(created.iter().map(|r| format!("{ns}/{r}")));
+                    }
                 }
             }
+            for t in programmed.iter().flat_map(|p| &p.traffic) {
+                routed.insert(format!("{ns}/{}", t.revision_name));
+            }
+            if error.as_ref().is_some_and(|e| e.status == Status::Unknown) {
+                let prefix = format!("{ns}/{name}-");
+                routed.extend(
+                    self.routed
+                        .iter()
+                        .filter(|r| r.starts_with(&prefix))
+                        .cloned(),
+                );
+            }
+            let status = service_status(
+                self.generations.get(key).map_or(1, |g| g.0),
+                &ConfigurationFacts {
+                    latest_created: created.as_deref(),
+                    latest_ready: ready.as_deref(),
+                    latest_failed: failed.as_deref(),
+                },
+                &RouteFacts {
+                    url: &url(name, ns, "", &net),
+                    address: &format!("http://{name}.{ns}.svc.{}", net.cluster_domain),
+                    error: error.as_ref(),
+                    traffic: programmed.map(|p| p.traffic.as_slice()),
+                },
+            );
+            self.statuses.insert(
+                key.clone(),
+                ServiceView {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    status,
+                    error: self.service_errors.get(key).cloned(),
+                },
+            );
         }
+        self.routed = routed;
+        for rev in self.revisions.values_mut() {
+            rev.evaluated = true;
+        }
+        let ingresses: Vec<KIngress> = self.routes.values().map(|p| p.ingress.clone()).collect();
         let revisions: Vec<LocalRevision> = self
             .revisions
             .values()
@@ -408,23 +579,60 @@ impl Controller {
                     .collect(),
             })
             .collect();
-        (snapshot(&ingresses, &revisions), errors)
+        snapshot(&ingresses, &revisions)
     }
 
-    /// (revision key, instances, ready instances, desired) for the operator's view.
-    pub fn revisions(&self) -> Vec<(String, usize, usize, Option<u32>)> {
-        self.revisions
+    /// The operator's view: each Service's status, each revision's instances and KPA, and
+    /// the recent events.
+    pub fn view(&self) -> View {
+        let revisions = self
+            .revisions
             .iter()
-            .map(|(k, r)| {
+            .map(|(key, r)| {
                 let ready = r.instances.iter().filter(|i| i.ready).count();
-                (
-                    k.clone(),
-                    r.instances.len(),
-                    ready,
-                    r.kpa.decided().map(|d| d.desired),
-                )
+                let ready = u32::try_from(ready).unwrap_or(u32::MAX);
+                let outcome = r.kpa.outcome();
+                let activity = match outcome.map(|o| o.active) {
+                    Some(Active::Ready) => Activity::Active,
+                    Some(Active::Queued) | None => Activity::Queued,
+                    Some(Active::NoTraffic) => Activity::NoTraffic,
+                };
+                let (metric, observed) = r.kpa.observed();
+                let decided = r.kpa.decided();
+                RevisionView {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    service: r.service.clone(),
+                    routing_state: match (self.routed.contains(key), r.evaluated) {
+                        (true, _) => "active",
+                        (false, true) => "reserve",
+                        (false, false) => "pending",
+                    },
+                    status: revision_status(&health(r), activity, ready, r.kpa.replicas()),
+                    instances: r.instances.len(),
+                    desired: decided.map(|d| d.desired),
+                    metric: format!("{metric:?}").to_lowercase(),
+                    stable: observed.map(|o| o.0),
+                    panic: observed.map(|o| o.1),
+                    panicking: decided.is_some_and(|d| d.panicking),
+                    activator_in_path: outcome.is_some_and(|o| o.proxy),
+                }
             })
-            .collect()
+            .collect();
+        View {
+            services: self.statuses.values().cloned().collect(),
+            revisions,
+            events: self.events.iter().cloned().collect(),
+        }
+    }
+}
+
+/// What a revision's containers have shown so far.
+fn health(r: &Revision) -> Health {
+    match (&r.failed, r.ever_ready) {
+        (_, true) => Health::Healthy,
+        (Some(why), false) => Health::Failed(why.clone()),
+        (None, false) => Health::Deploying,
     }
 }
 

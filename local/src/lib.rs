@@ -11,3 +11,4 @@ pub mod run;
 pub mod scrape;
 pub mod snapshot;
 pub mod supervisor;
+pub mod view;

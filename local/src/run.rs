@@ -4,21 +4,28 @@
 //! snapshot to the gateway. It hears the activator as Knative's autoscaler does, over a
 //! loopback websocket of `WireStatMessages`, so the gateway runs as it would in a cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 use knoxy_concurrency::WireStatMessages;
 use knoxy_control::derive::Snapshot;
 use knoxy_control::kpa::Sample;
+use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::controller::Controller;
 use crate::input;
+use crate::view::View;
+
+/// How many recent events the terminal shows.
+const TERMINAL_EVENTS: usize = 8;
 
 /// What `knoxy local` runs.
 pub struct Options {
@@ -28,12 +35,24 @@ pub struct Options {
     pub queue: PathBuf,
     /// Where bare command names are looked for first.
     pub search: Vec<PathBuf>,
+    /// Where the gateway answers, once its listeners are bound (for the curl lines).
+    pub gateway: Arc<OnceLock<Gateway>>,
+}
+
+/// The gateway's bound listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Gateway {
+    pub public: SocketAddr,
+    /// Where cluster-local Services answer.
+    pub private: Option<SocketAddr>,
 }
 
 /// The running loop.
 pub struct Running {
     /// The websocket the gateway reports demand to (`--autoscaler-url`).
     pub autoscaler_url: String,
+    /// The operator's view as JSON (the admin port's `/local`), refreshed each second.
+    pub view: Arc<Mutex<String>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -50,11 +69,14 @@ pub fn start(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let view = Arc::new(Mutex::new("{}".to_owned()));
+    let shown = Arc::clone(&view);
     let thread = std::thread::Builder::new()
         .name("knoxy-local".into())
-        .spawn(move || runtime.block_on(run(options, listener, stopped, on_snapshot)))?;
+        .spawn(move || runtime.block_on(run(options, listener, stopped, on_snapshot, &shown)))?;
     Ok(Running {
         autoscaler_url: format!("ws://{addr}"),
+        view,
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -87,6 +109,7 @@ async fn run(
     listener: std::net::TcpListener,
     mut stopped: oneshot::Receiver<()>,
     mut on_snapshot: impl FnMut(Snapshot),
+    shown: &Mutex<String>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     match tokio::net::TcpListener::from_std(listener) {
@@ -96,6 +119,15 @@ async fn run(
         Err(e) => eprintln!("knoxy local: the autoscaler socket: {e}"),
     }
     let mut controller = Controller::new(options.queue.clone(), options.search.clone());
+    let mut operator = Operator::new(std::io::stdout().is_terminal());
+    if operator.terminal {
+        // The view is redrawn in place: the instances' output goes to files.
+        let dir = std::env::temp_dir().join(format!("knoxy-local-{}", std::process::id()));
+        match crate::supervisor::log_to(dir.clone()) {
+            Ok(()) => operator.header = format!("instance logs: {}\n", dir.display()),
+            Err(e) => eprintln!("knoxy local: {}: {e}", dir.display()),
+        }
+    }
     let started = Instant::now();
     let mut stamps = BTreeMap::new();
     let mut last: Option<Snapshot> = None;
@@ -114,24 +146,93 @@ async fn run(
         let current = stamps_of(&options.paths);
         if current != stamps {
             stamps = current;
-            let read = input::read(&options.paths);
-            for e in &read.errors {
-                eprintln!("knoxy local: {e} (what runs keeps running)");
-            }
-            controller.load(read, now);
-            for (service, e) in &controller.service_errors {
-                eprintln!("knoxy local: Service {service}: {e}");
-            }
+            controller.load(input::read(&options.paths), now);
         }
         controller.step(now, &reported);
         reported.clear();
-        let (snapshot, _traffic) = controller.snapshot();
+        let snapshot = controller.reconcile();
         if last.as_ref() != Some(&snapshot) {
             on_snapshot(snapshot.clone());
             last = Some(snapshot);
         }
+        let view = controller.view();
+        if let Ok(json) = serde_json::to_string_pretty(&view) {
+            *shown.lock() = json;
+        }
+        operator.show(&view, controller.take_unlogged(), options.gateway.get());
     }
     controller.shutdown();
+}
+
+/// Shows the operator the view: redrawn in place on a terminal, else log lines (each
+/// event, and each Service's curl and hey lines once it has a route).
+struct Operator {
+    terminal: bool,
+    /// Lines drawn last time (to redraw over them).
+    drawn: usize,
+    last: String,
+    announced: BTreeSet<String>,
+    /// Shown above the view on a terminal.
+    header: String,
+}
+
+impl Operator {
+    fn new(terminal: bool) -> Operator {
+        Operator {
+            terminal,
+            drawn: 0,
+            last: String::new(),
+            announced: BTreeSet::new(),
+            header: String::new(),
+        }
+    }
+
+    fn show(&mut self, view: &View, events: Vec<String>, gateway: Option<&Gateway>) {
+        let mut out = std::io::stdout().lock();
+        if !self.terminal {
+            for e in events {
+                let _ = writeln!(out, "knoxy local: {e}");
+            }
+        }
+        let mut try_lines = self.header.clone();
+        for s in &view.services {
+            let key = format!("{}/{}", s.namespace, s.name);
+            let (Some(gw), Some(_)) = (gateway, s.status.address.as_ref()) else {
+                continue;
+            };
+            let host = s.status.url.split_once("://").map_or("", |(_, h)| h);
+            let addr = if host.contains(".svc.") {
+                gw.private.unwrap_or(gw.public)
+            } else {
+                gw.public
+            };
+            let lines = format!(
+                "knoxy local: {key} answers at {}/\n  curl -H 'Host: {host}' http://{addr}/\n  hey -z 10s -c 20 -host {host} http://{addr}/\n",
+                s.status.url
+            );
+            if self.terminal {
+                try_lines.push_str(&lines);
+            } else if self.announced.insert(key) {
+                let _ = out.write_all(lines.as_bytes());
+            }
+        }
+        if !self.terminal {
+            let _ = out.flush();
+            return;
+        }
+        let text = format!("{try_lines}{}", view.render(TERMINAL_EVENTS));
+        if text == self.last {
+            return;
+        }
+        // Up to the first line drawn last time, clear below, draw again.
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}F\x1b[J", self.drawn);
+        }
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+        self.drawn = text.lines().count();
+        self.last = text;
+    }
 }
 
 /// Accepts the gateway's stat websockets; each message becomes (revision key, sample).

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -178,8 +178,8 @@ fn queue_env(spec: &InstanceSpec, app_port: u16) -> Vec<(&'static str, String)> 
         ("QUEUE_SERVING_TLS_PORT", "0".into()),
         ("USER_PORT", app_port.to_string()),
         ("REVISION_TIMEOUT_SECONDS", spec.timeout_seconds.to_string()),
-        ("SERVING_LOGGING_CONFIG", String::new()),
-        ("SERVING_LOGGING_LEVEL", String::new()),
+        ("SERVING_LOGGING_CONFIG", LOGGING_CONFIG.into()),
+        ("SERVING_LOGGING_LEVEL", "info".into()),
         ("SERVING_NAMESPACE", spec.namespace.clone()),
         ("SERVING_SERVICE", spec.service.clone()),
         ("SERVING_CONFIGURATION", spec.configuration.clone()),
@@ -201,6 +201,20 @@ fn queue_env(spec: &InstanceSpec, app_port: u16) -> Vec<(&'static str, String)> 
         // queue need not wait the 30 s a cluster's endpoints take to follow.
         ("KNOXY_DRAIN_QUIET_PERIOD", "1s".into()),
     ]
+}
+
+/// Knative's default `config-logging` `zap-logger-config`, as its revision controller passes it.
+const LOGGING_CONFIG: &str = r#"{"level":"info","development":false,"outputPaths":["stdout"],"errorOutputPaths":["stderr"],"encoding":"json","encoderConfig":{"timeKey":"timestamp","levelKey":"severity","nameKey":"logger","callerKey":"caller","messageKey":"message","stacktraceKey":"stacktrace","lineEnding":"","levelEncoder":"","timeEncoder":"iso8601","durationEncoder":"","callerEncoder":""}}"#;
+
+/// Where instances' output goes instead of our stderr (a terminal showing the operator's
+/// view): a `<instance> <app|queue>.log` file each.
+static LOG_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sends every instance's output to files under `dir` from now on.
+pub fn log_to(dir: PathBuf) -> std::io::Result<()> {
+    std::fs::create_dir_all(&dir)?;
+    let _ = LOG_DIR.set(dir);
+    Ok(())
 }
 
 /// Copies a child's output to ours, each line tagged; `listening on <label> <addr>` lines
@@ -225,11 +239,23 @@ fn forward_output(
         let _ = std::thread::Builder::new()
             .name(format!("knoxy-local-log {tag}"))
             .spawn(move || {
+                let mut file = LOG_DIR.get().and_then(|dir| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join(format!("{tag}.log")))
+                        .ok()
+                });
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let (Some(tx), Some((label, addr))) = (&listening, listening_on(&line)) {
                         let _ = tx.send((label, addr));
                     }
-                    eprintln!("[{tag}] {line}");
+                    match &mut file {
+                        Some(f) => {
+                            let _ = writeln!(f, "{line}");
+                        }
+                        None => eprintln!("[{tag}] {line}"),
+                    }
                 }
             });
     }

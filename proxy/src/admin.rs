@@ -2,7 +2,8 @@
 //! `/ready` (a route table is loaded and no SIGTERM came: 503 while draining) and `/status`
 //! (JSON: each KIngress of our class with whether it is served and its probe hash, or why
 //! not; what a controller writes to status; and the problems of the configuration files,
-//! each with its file, document and object).
+//! each with its file, document and object); under `knoxy local`, `/local` (JSON: its
+//! operator's view).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,6 +37,8 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
     /// Whether the autoscaler's stat websocket is up (None: demand is not reported).
     pub autoscaler: Option<Arc<AtomicBool>>,
+    /// `knoxy local`'s view as JSON (`/local`).
+    pub local: Option<Arc<parking_lot::Mutex<String>>>,
 }
 
 /// The statuses of the table being served, its generation (1 for the first table), and the
@@ -66,6 +69,15 @@ impl Admin {
             "/status" => (
                 StatusCode::OK,
                 Bytes::from(status_json(&self.status.load())),
+                "application/json",
+            ),
+            "/local" if self.local.is_some() => (
+                StatusCode::OK,
+                Bytes::from(
+                    self.local
+                        .as_ref()
+                        .map_or_else(String::new, |v| v.lock().clone()),
+                ),
                 "application/json",
             ),
             "/ready" if self.draining.load(Ordering::Acquire) => (

@@ -79,7 +79,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -160,7 +160,8 @@ fn main() -> ExitCode {
     };
     // `knoxy local`: the Services run here, and the loop that runs them is the autoscaler
     // the gateway reports to.
-    let local = match local_paths.map(start_local) {
+    let gateway: Arc<OnceLock<knoxy_local::run::Gateway>> = Arc::default();
+    let local = match local_paths.map(|p| start_local(p, Arc::clone(&gateway))) {
         None => None,
         Some(Ok((running, snapshots))) => {
             args.autoscaler_url = running.autoscaler_url.clone();
@@ -204,6 +205,7 @@ fn main() -> ExitCode {
         Some((running, snapshots)) => (Some(running), Some(snapshots)),
         None => (None, None),
     };
+    let local_view = local.as_ref().map(|l| Arc::clone(&l.view));
     // `knoxy local`: every instance stops with the gateway, on every exit path.
     let before_exit: drain::BeforeExit = Arc::default();
     let is_local = local.is_some();
@@ -232,15 +234,22 @@ fn main() -> ExitCode {
         }
     };
     if let Some(snapshots) = snapshots {
-        // Where the gateway answers, as bound (a port 0 resolved).
-        let public = listeners
-            .iter()
-            .find(|(l, _)| *l == "public")
-            .map(|(_, a)| *a);
+        // Where the gateway answers, as bound (a port 0 resolved), for the curl lines.
+        let bound = |name| listeners.iter().find(|(l, _)| *l == name).map(|(_, a)| *a);
+        if let Some(public) = bound("public") {
+            let _ = gateway.set(knoxy_local::run::Gateway {
+                public,
+                private: bound("private"),
+            });
+        }
         let installed = Arc::clone(&tables);
         let spawned = std::thread::Builder::new()
             .name("knoxy-local-tables".into())
-            .spawn(move || follow_local(&installed, &snapshots, public));
+            .spawn(move || {
+                while let Ok(snap) = snapshots.recv() {
+                    installed.install(&snap, Vec::new(), Instant::now());
+                }
+            });
         if let Err(e) = spawned {
             eprintln!("knoxy local: {e}");
             return ExitCode::FAILURE;
@@ -347,6 +356,7 @@ fn main() -> ExitCode {
                         status: Arc::clone(&tables.status),
                         draining: Arc::clone(&draining),
                         autoscaler: reporting.then(|| Arc::clone(&connected)),
+                        local: local_view.clone(),
                     },
                 );
                 admin.threads = Some(1);
@@ -539,6 +549,7 @@ fn local_mode(argv: &mut Vec<String>) -> Option<Vec<PathBuf>> {
 /// Starts the local loop; its snapshots arrive on the channel.
 fn start_local(
     paths: Vec<PathBuf>,
+    gateway: Arc<OnceLock<knoxy_local::run::Gateway>>,
 ) -> std::io::Result<(
     knoxy_local::run::Running,
     std::sync::mpsc::Receiver<Snapshot>,
@@ -552,41 +563,12 @@ fn start_local(
         paths,
         queue: beside.join("knoxy-queue"),
         search: vec![beside],
+        gateway,
     };
     let running = knoxy_local::run::start(options, move |snap| {
         let _ = tx.send(snap);
     })?;
     Ok((running, rx))
-}
-
-/// Installs each snapshot of the local loop, and says where each new Service answers.
-fn follow_local(
-    tables: &Tables,
-    snapshots: &std::sync::mpsc::Receiver<Snapshot>,
-    public: Option<SocketAddr>,
-) {
-    let mut announced = std::collections::BTreeSet::new();
-    while let Ok(snap) = snapshots.recv() {
-        tables.install(&snap, Vec::new(), Instant::now());
-        for (key, ingress) in &snap.ingresses {
-            if !announced.insert(key.clone()) {
-                continue;
-            }
-            // The last rule's host: the public one when there is one.
-            let host = ingress
-                .spec
-                .rules
-                .iter()
-                .rev()
-                .find_map(|r| r.hosts.last().cloned())
-                .unwrap_or_default();
-            if let Some(addr) = public {
-                println!(
-                    "knoxy local: {key} answers at http://{host}/\n  curl -H 'Host: {host}' http://{addr}/\n  hey -z 10s -c 20 -host {host} http://{addr}/"
-                );
-            }
-        }
-    }
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {

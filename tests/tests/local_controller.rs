@@ -44,7 +44,7 @@ fn until(
         assert!(
             *now < end && Instant::now() < real,
             "not done by {now}: {:?}",
-            c.revisions()
+            c.view().revisions
         );
         c.step(*now, activator);
         *now += 1;
@@ -62,12 +62,32 @@ async fn a_service_runs_is_served_goes_to_zero_and_comes_back() {
     let mut c = Controller::new(bin_path("knoxy-queue"), vec![bins]);
     let mut now = 0;
     c.load(read, now);
-    let ready = |c: &Controller| c.revisions().iter().any(|(_, _, ready, _)| *ready == 1);
+    let ready = |c: &Controller| c.view().revisions[0].status.actual_replicas == 1;
     until(&mut c, &mut now, 200, &[], ready);
-    assert_eq!(c.revisions()[0].0, "default/hello-00001");
+    assert_eq!(c.view().revisions[0].name, "hello-00001");
 
-    let (snap, errors) = c.snapshot();
-    assert!(errors.is_empty(), "{errors:?}");
+    let snap = c.reconcile();
+    // The Service's status as Knative writes it once its revision is ready.
+    let view = serde_json::to_value(c.view()).unwrap();
+    let status = &view["services"][0]["status"];
+    assert_eq!(status["url"], "http://hello.default.example.com");
+    assert_eq!(
+        status["address"]["url"],
+        "http://hello.default.svc.cluster.local"
+    );
+    assert_eq!(status["latestReadyRevisionName"], "hello-00001");
+    assert_eq!(
+        status["traffic"],
+        serde_json::json!([{"revisionName": "hello-00001", "percent": 100, "latestRevision": true}])
+    );
+    assert_eq!(
+        status["conditions"],
+        serde_json::json!([
+            {"type": "ConfigurationsReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+            {"type": "RoutesReady", "status": "True"},
+        ])
+    );
     let derived = derive(&snap, &DeriveConfig::default());
     assert!(
         matches!(derived.status["default/hello"], IngressStatus::Ready { .. }),
@@ -89,9 +109,30 @@ async fn a_service_runs_is_served_goes_to_zero_and_comes_back() {
 
     // Idle: a 6 s window, then the grace period since the activator came into the path (the
     // revision's creation), and it is at zero.
-    let at_zero = |c: &Controller| c.revisions()[0].1 == 0;
+    let at_zero = |c: &Controller| c.view().revisions[0].instances == 0;
     until(&mut c, &mut now, 60, &[], at_zero);
     assert!((28..=40).contains(&now), "at zero at {now}");
+    // At zero the revision is Ready and not Active, and the Service stays Ready (§5 item 20).
+    c.reconcile();
+    let view = serde_json::to_value(c.view()).unwrap();
+    let revision = &view["revisions"][0]["status"];
+    assert_eq!(revision["actualReplicas"], 0);
+    let conditions = |v: &serde_json::Value| {
+        v["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().to_owned(),
+                    c["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(conditions(revision).contains(&("Active".into(), "False".into())));
+    assert!(conditions(revision).contains(&("Ready".into(), "True".into())));
+    assert!(conditions(&view["services"][0]["status"]).contains(&("Ready".into(), "True".into())));
     // A request held by the activator brings one back at once.
     let demand = [(
         "default/hello-00001".to_owned(),

@@ -23,6 +23,9 @@ pub struct RevisionScaler {
     next_tick: i64,
     /// When the scaler asked to look again.
     recheck_at: Option<i64>,
+    /// The (stable, panic) averages of the last tick, and its outcome (for the operator).
+    observed: Option<(f64, f64)>,
+    outcome: Option<Outcome>,
 }
 
 impl RevisionScaler {
@@ -45,6 +48,8 @@ impl RevisionScaler {
             decided: None,
             next_tick: now,
             recheck_at: None,
+            observed: None,
+            outcome: None,
         }
     }
 
@@ -78,6 +83,7 @@ impl RevisionScaler {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
             let averages = self.collector.averages(now, self.metric);
+            self.observed = averages;
             if let Some(decision) = self.decider.tick(now, ready, averages) {
                 self.decided = Some(decision);
             }
@@ -93,12 +99,23 @@ impl RevisionScaler {
             &self.bounds,
         );
         self.recheck_at = outcome.recheck_at;
+        self.outcome = Some(outcome);
         Some(outcome)
     }
 
     /// The last decision (for the operator view).
     pub fn decided(&self) -> Option<Decision> {
         self.decided
+    }
+
+    /// The metric scaled on and its (stable, panic) averages at the last tick.
+    pub fn observed(&self) -> (Metric, Option<(f64, f64)>) {
+        (self.metric, self.observed)
+    }
+
+    /// The last reconcile's outcome (`Active`, whether the activator is in the path).
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
     }
 
     /// The replicas last applied.

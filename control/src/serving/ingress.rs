@@ -190,6 +190,26 @@ fn splits(namespace: &str, targets: &[Target]) -> Vec<IngressBackendSplit> {
         .collect()
 }
 
+/// The URL Knative writes for `route`'s traffic under `tag` (`""`: the route's own): its
+/// public host from the domain template, or its cluster-local one without a domain.
+pub fn url(route: &str, namespace: &str, tag: &str, net: &Network) -> String {
+    let hostname = host_name(route, tag, &net.tag_template);
+    match &net.domain {
+        Some(domain) => format!(
+            "http://{}",
+            fill(
+                &net.domain_template,
+                &[
+                    ("Name", &hostname),
+                    ("Namespace", namespace),
+                    ("Domain", domain)
+                ],
+            )
+        ),
+        None => format!("http://{hostname}.{namespace}.svc.{}", net.cluster_domain),
+    }
+}
+
 fn host_name(route: &str, tag: &str, template: &str) -> String {
     if tag.is_empty() {
         route.to_owned()

@@ -1,7 +1,8 @@
 //! Knative Serving's reconcilers as pure functions, for `knoxy local` (contract
 //! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Service (validated, its template's revisions named),
-//! a Route's traffic (validated, flattened to revisions) and its KIngress.
+//! a Route's traffic (validated, flattened to revisions), its KIngress, and the status each writes.
 
 pub mod ingress;
 pub mod service;
+pub mod status;
 pub mod traffic;
