@@ -184,6 +184,11 @@ impl Controller {
         self.input = input;
     }
 
+    /// The inputs last loaded.
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
     fn new_revision(&self, svc: &Service, name: &str, input: &Input, now: i64) -> Revision {
         let template = &svc.spec.template;
         let spec = template.spec.clone();

@@ -26,6 +26,16 @@ pub struct Input {
     /// Image → the command that stands in for it.
     pub images: BTreeMap<String, Vec<String>>,
     pub errors: Vec<FileError>,
+    /// The file each object was read from.
+    origins: BTreeMap<Object, PathBuf>,
+}
+
+/// An object read, as [`Input::held_over`] tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Object {
+    Service(String),
+    ConfigMap(String),
+    Image(String),
 }
 
 /// `config-domain`: domains with the label selectors that pick them.
@@ -101,7 +111,7 @@ pub fn read(paths: &[PathBuf]) -> Input {
     let (services, config): (Vec<_>, Vec<_>) =
         docs.into_iter().partition(|(_, _, v)| is_service(v));
     for (file, number, value) in config.into_iter().chain(services) {
-        if let Err((object, message)) = add(value, &mut input) {
+        if let Err((object, message)) = add(value, &file, &mut input) {
             input.errors.push(FileError {
                 file,
                 document: Some(number),
@@ -113,7 +123,44 @@ pub fn read(paths: &[PathBuf]) -> Input {
     input
 }
 
-fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<String>, String)> {
+impl Input {
+    /// This reading, with what a file with errors held last time and no longer yields kept
+    /// from `previous`: a bad edit leaves what runs running.
+    pub fn held_over(mut self, previous: &Input) -> Input {
+        let bad: Vec<&PathBuf> = self.errors.iter().map(|e| &e.file).collect();
+        for (object, file) in &previous.origins {
+            if !bad.contains(&file) || self.origins.contains_key(object) {
+                continue;
+            }
+            match object {
+                Object::Service(key) => {
+                    if let Some(svc) = previous.services.get(key) {
+                        self.services.insert(key.clone(), svc.clone());
+                    }
+                }
+                Object::ConfigMap(name) => match name.as_str() {
+                    "config-autoscaler" => self.autoscaler = previous.autoscaler.clone(),
+                    "config-domain" => self.domains = previous.domains.clone(),
+                    "config-network" => self.network = previous.network.clone(),
+                    _ => {}
+                },
+                Object::Image(image) => {
+                    if let Some(argv) = previous.images.get(image) {
+                        self.images.insert(image.clone(), argv.clone());
+                    }
+                }
+            }
+            self.origins.insert(object.clone(), file.clone());
+        }
+        self
+    }
+}
+
+fn add(
+    value: serde_norway::Value,
+    file: &Path,
+    input: &mut Input,
+) -> Result<(), (Option<String>, String)> {
     let head: Head = typed(value.clone()).map_err(|e| (None, e))?;
     let named = Some(format!("{} {}", head.kind, head.metadata.name));
     let fail = |e: String| (named.clone(), e);
@@ -127,6 +174,9 @@ fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<Stri
             if !errors.is_empty() {
                 return Err(fail(errors.join("\n")));
             }
+            input
+                .origins
+                .insert(Object::Service(svc.metadata.key()), file.to_owned());
             input.services.insert(svc.metadata.key(), svc);
         }
         ("v1", "ConfigMap") => {
@@ -140,6 +190,9 @@ fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<Stri
                 // Knative's other ConfigMaps change nothing here.
                 _ => {}
             }
+            input
+                .origins
+                .insert(Object::ConfigMap(cm.metadata.name), file.to_owned());
         }
         ("knoxy.dev/v1alpha1", "LocalConfig") => {
             let local: LocalConfig = typed(value).map_err(fail)?;
@@ -147,6 +200,9 @@ fn add(value: serde_norway::Value, input: &mut Input) -> Result<(), (Option<Stri
                 if argv.is_empty() {
                     return Err(fail(format!("images.{image}: an empty command")));
                 }
+                input
+                    .origins
+                    .insert(Object::Image(image.clone()), file.to_owned());
                 input.images.insert(image, argv);
             }
         }

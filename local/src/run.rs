@@ -146,7 +146,8 @@ async fn run(
         let current = stamps_of(&options.paths);
         if current != stamps {
             stamps = current;
-            controller.load(input::read(&options.paths), now);
+            let read = input::read(&options.paths).held_over(controller.input());
+            controller.load(read, now);
         }
         controller.step(now, &reported);
         reported.clear();

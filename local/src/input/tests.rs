@@ -176,3 +176,45 @@ fn the_shipped_example_reads_clean() {
         assert!(input.images.contains_key(image), "{image} has a command");
     }
 }
+
+#[test]
+fn a_file_broken_while_running_keeps_what_it_held_and_a_good_file_still_applies() {
+    let autoscaler = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-autoscaler}\ndata: {stable-window: 20s}\n";
+    let (dir, first) = dir(&[
+        ("hello.yaml", &format!("{HELLO}---\n{autoscaler}")),
+        ("other.yaml", &HELLO.replace("name: hello", "name: other")),
+    ]);
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // A syntax error in one file, an edit in the other.
+    std::fs::write(dir.join("hello.yaml"), "apiVersion: [\n").expect("write");
+    std::fs::write(
+        dir.join("other.yaml"),
+        HELLO
+            .replace("name: hello", "name: other")
+            .replace("'10'", "'20'"),
+    )
+    .expect("write");
+    let second = read(std::slice::from_ref(&dir)).held_over(&first);
+    assert_eq!(second.errors.len(), 1, "{:?}", second.errors);
+    assert!(second.errors[0].file.ends_with("hello.yaml"));
+    assert_eq!(
+        second.services["default/hello"],
+        first.services["default/hello"]
+    );
+    assert_eq!(second.autoscaler, first.autoscaler);
+    let other = &second.services["default/other"]
+        .spec
+        .template
+        .metadata
+        .annotations;
+    assert_eq!(other["autoscaling.knative.dev/target"], "20");
+    // Fixed, then deleted: each reading is what the files say.
+    std::fs::write(dir.join("hello.yaml"), HELLO).expect("write");
+    let third = read(std::slice::from_ref(&dir)).held_over(&second);
+    assert!(third.errors.is_empty());
+    assert_ne!(third.autoscaler, first.autoscaler);
+    std::fs::remove_file(dir.join("hello.yaml")).expect("remove");
+    let fourth = read(std::slice::from_ref(&dir)).held_over(&third);
+    assert!(!fourth.services.contains_key("default/hello"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
