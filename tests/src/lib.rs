@@ -2,6 +2,7 @@
 //! their `listening on <label> <addr>` lines, and talk HTTP/1.1 or h2c to them.
 
 pub mod grpc;
+pub mod local;
 
 use std::ffi::OsStr;
 use std::future::IntoFuture;
@@ -486,8 +487,13 @@ fn read_lines(stream: impl Read + Send + 'static, shared: Arc<Shared>, tag: Stri
     });
 }
 
+/// A line tagged `[name ...]` is a child's output passed on (`knoxy local`'s instances),
+/// not the process's own.
 fn find_listening(output: &Output, label: &str) -> Option<SocketAddr> {
-    output.lines().find_map(|line| parse_listening(line, label))
+    output
+        .lines()
+        .filter(|line| !line.starts_with('['))
+        .find_map(|line| parse_listening(line, label))
 }
 
 /// Finds `listening on <label> <addr>` anywhere in `line`, e.g. inside a JSON log message.
@@ -826,4 +832,32 @@ mod tests {
         assert_eq!(parse_listening(line, "admin"), None);
         assert_eq!(parse_listening("listening on main soon", "main"), None);
     }
+}
+
+/// The processes whose parent is `pid` (from `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| {
+                    rest.split_whitespace()
+                        .nth(1)
+                        .map(|pp| pp == pid.to_string())
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
 }

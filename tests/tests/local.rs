@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use knoxy_tests::{bin_path, get_host, Proc, Signal, TempDir};
+use knoxy_tests::{alive, bin_path, children, get_host, Proc, Signal, TempDir};
 
 const HELLO: &str = "apiVersion: serving.knative.dev/v1
 kind: Service
@@ -22,31 +22,6 @@ apiVersion: knoxy.dev/v1alpha1
 kind: LocalConfig
 images: {example.org/greeter: [knoxy-helloworld]}
 ";
-
-/// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
-                .and_then(|rest| {
-                    rest.split_whitespace()
-                        .nth(1)
-                        .map(|pp| pp == pid.to_string())
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(false)
-}
 
 #[tokio::test]
 async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
@@ -93,6 +68,6 @@ async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
         .expect("the gateway exits");
     assert!(status.success(), "{status:?}");
     for pid in started {
-        assert!(!running(pid), "{pid} outlived the gateway");
+        assert!(!alive(pid), "{pid} outlived the gateway");
     }
 }

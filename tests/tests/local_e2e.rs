@@ -1,0 +1,214 @@
+//! `knoxy local` end to end (issue 14's tests): the real binary runs Services from YAML as
+//! real processes, observed through `/local` and real requests through its gateway. A
+//! Service at zero answers its first request; an edit makes a revision, and a 90/10 split
+//! with a tag is served as written; a bad edit is reported and what ran keeps serving; an
+//! HPA-class revision fails clearly. Every test ends with SIGTERM and no orphan process.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use knoxy_tests::local::{condition, ready, revision, service, Local, FAST_AUTOSCALER};
+use knoxy_tests::{get_host, TempDir};
+
+const IMAGES: &str = "apiVersion: knoxy.dev/v1alpha1
+kind: LocalConfig
+images:
+  example.org/hello: [knoxy-helloworld]
+  example.org/autoscale: [knoxy-autoscale]
+";
+
+/// A helloworld Service `name` answering `Hello {target}!`, with more template lines.
+fn hello(name: &str, target: &str, template: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  template:
+{template}    spec:
+      containers:
+      - image: example.org/hello
+        env: [{{name: TARGET, value: {target}}}]
+{spec}"
+    )
+}
+
+/// GET through the public port until it answers 200 (at most `limit`).
+async fn answer(local: &Local, host: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, _, body) = get_host(&local.gw, "public", host, "/").await;
+        if status == StatusCode::OK {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{host}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_service_at_zero_answers_its_first_request() {
+    let dir = TempDir::new("local-zero");
+    dir.write("config.yaml", &format!("{FAST_AUTOSCALER}---\n{IMAGES}"));
+    dir.write("zero.yaml", &hello("zero", "Zero", "", ""));
+    let local = Local::start(&dir.0);
+    // Idle from the start: a window of 6 s and a 2 s grace period take it to zero.
+    let view = local
+        .until("zero at zero", Duration::from_secs(60), |v| {
+            revision(v, "zero-00001")["instances"] == 0
+                && revision(v, "zero-00001")["status"]["actualReplicas"] == 0
+        })
+        .await;
+    let rev = revision(&view, "zero-00001");
+    assert_eq!(condition(rev, "Ready").0, "True", "{rev:#}");
+    assert_eq!(
+        condition(rev, "Active"),
+        ("False".into(), "NoTraffic".into())
+    );
+    assert!(ready(&view, "zero"), "the Service stays Ready at zero");
+    // The first request is held until an instance is up, then answered.
+    let (status, _, body) = get_host(&local.gw, "public", "zero.default.example.com", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "Hello Zero!\n"));
+    let view = local.view().await;
+    assert_eq!(revision(&view, "zero-00001")["instances"], 1);
+    local.stop();
+}
+
+#[tokio::test]
+async fn an_edit_makes_a_revision_and_traffic_splits_ninety_ten_with_a_tag() {
+    let dir = TempDir::new("local-split");
+    dir.write("images.yaml", IMAGES);
+    let blue = "    metadata: {name: split-blue}\n";
+    dir.write("split.yaml", &hello("split", "blue", blue, ""));
+    let local = Local::start(&dir.0);
+    local
+        .until("split ready", Duration::from_secs(30), |v| {
+            ready(v, "split")
+        })
+        .await;
+    assert_eq!(
+        answer(&local, "split.default.example.com", Duration::from_secs(5)).await,
+        "Hello blue!\n"
+    );
+
+    let green = "    metadata: {name: split-green}\n";
+    let traffic = "  traffic:
+  - {revisionName: split-blue, percent: 90}
+  - {revisionName: split-green, percent: 10, tag: candidate}
+";
+    dir.write("split.yaml", &hello("split", "green", green, traffic));
+    let view = local
+        .until("the split", Duration::from_secs(30), |v| {
+            ready(v, "split")
+                && service(v, "split")["status"]["traffic"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(2)
+        })
+        .await;
+    let status = &service(&view, "split")["status"];
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["latestCreatedRevisionName"], "split-green");
+    assert_eq!(status["latestReadyRevisionName"], "split-green");
+    assert_eq!(
+        status["traffic"],
+        serde_json::json!([
+            {"revisionName": "split-blue", "percent": 90, "latestRevision": false},
+            {"tag": "candidate", "revisionName": "split-green", "percent": 10, "latestRevision": false,
+             "url": "http://candidate-split.default.example.com"},
+        ])
+    );
+    // The tag's host reaches only its revision.
+    for _ in 0..20 {
+        assert_eq!(
+            answer(
+                &local,
+                "candidate-split.default.example.com",
+                Duration::from_secs(5)
+            )
+            .await,
+            "Hello green!\n"
+        );
+    }
+    // 1000 requests: green's share is 10% within 4 standard deviations (sd 9.5).
+    let mut green = 0;
+    for _ in 0..1000 {
+        match answer(&local, "split.default.example.com", Duration::from_secs(5))
+            .await
+            .as_str()
+        {
+            "Hello green!\n" => green += 1,
+            "Hello blue!\n" => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        (62..=138).contains(&green),
+        "green answered {green} of 1000"
+    );
+    local.stop();
+}
+
+#[tokio::test]
+async fn a_bad_edit_is_reported_and_what_runs_keeps_serving() {
+    let dir = TempDir::new("local-bad");
+    dir.write("images.yaml", IMAGES);
+    dir.write("steady.yaml", &hello("steady", "Steady", "", ""));
+    dir.write("moving.yaml", &hello("moving", "One", "", ""));
+    let hpa = "    metadata: {annotations: {autoscaling.knative.dev/class: hpa.autoscaling.knative.dev, autoscaling.knative.dev/metric: cpu}}\n";
+    dir.write("hpa.yaml", &hello("cpu", "Cpu", hpa, ""));
+    let local = Local::start(&dir.0);
+    let view = local
+        .until("steady and moving ready", Duration::from_secs(30), |v| {
+            ready(v, "steady") && ready(v, "moving")
+        })
+        .await;
+    // The HPA class has no HPA here: the revision fails, saying so.
+    let cpu = revision(&view, "cpu-00001");
+    assert_eq!(condition(cpu, "Ready").0, "False", "{cpu:#}");
+    let configured = condition(service(&view, "cpu"), "ConfigurationsReady");
+    assert_eq!(configured, ("False".into(), "RevisionFailed".into()));
+    let message = service(&view, "cpu")["status"]["conditions"][0]["message"].to_string();
+    assert!(message.contains("HorizontalPodAutoscaler"), "{message}");
+
+    // A Knative validation error in one file, an edit in another.
+    dir.write(
+        "steady.yaml",
+        &hello("steady", "Changed", "", "").replace(
+            "    spec:\n",
+            "    spec:\n      containerConcurrency: 5000\n",
+        ),
+    );
+    dir.write("moving.yaml", &hello("moving", "Two", "", ""));
+    assert!(
+        local.gw.wait_for_output(
+            "expected 0 <= 5000 <= 1000: spec.template.spec.containerConcurrency",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        local.gw.stdout_text()
+    );
+    assert!(local.gw.stdout_text().contains("steady.yaml"));
+    local
+        .until("moving's second revision", Duration::from_secs(30), |v| {
+            service(v, "moving")["status"]["latestReadyRevisionName"] == "moving-00002"
+        })
+        .await;
+    assert_eq!(
+        answer(&local, "moving.default.example.com", Duration::from_secs(5)).await,
+        "Hello Two!\n"
+    );
+    // What ran keeps running: the old template, one revision, still Ready.
+    assert_eq!(
+        answer(&local, "steady.default.example.com", Duration::from_secs(5)).await,
+        "Hello Steady!\n"
+    );
+    let view = local.view().await;
+    assert!(ready(&view, "steady"));
+    assert_eq!(
+        service(&view, "steady")["status"]["latestCreatedRevisionName"],
+        "steady-00001"
+    );
+    local.stop();
+}
