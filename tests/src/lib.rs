@@ -804,6 +804,34 @@ pub async fn backend_stats(backend: &Proc) -> serde_json::Value {
     json(&body)
 }
 
+/// The processes whose parent is `pid` (from `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| {
+                    rest.split_whitespace()
+                        .nth(1)
+                        .map(|pp| pp == pid.to_string())
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_listening;
@@ -832,32 +860,4 @@ mod tests {
         assert_eq!(parse_listening(line, "admin"), None);
         assert_eq!(parse_listening("listening on main soon", "main"), None);
     }
-}
-
-/// The processes whose parent is `pid` (from `/proc`).
-pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
-                .and_then(|rest| {
-                    rest.split_whitespace()
-                        .nth(1)
-                        .map(|pp| pp == pid.to_string())
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// `pid` runs (exists and is not a zombie).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        .unwrap_or(false)
 }
