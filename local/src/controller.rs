@@ -391,6 +391,13 @@ impl Controller {
         self.last_scraped = now;
     }
 
+    /// Some instance has started and is not ready yet.
+    pub fn starting(&self) -> bool {
+        self.revisions
+            .values()
+            .any(|r| r.instances.iter().any(|i| !i.ready))
+    }
+
     /// Records an event for the operator's view and its log.
     fn event(&mut self, message: String) {
         if self.events.len() == EVENTS {

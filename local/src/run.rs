@@ -24,6 +24,9 @@ use crate::controller::Controller;
 use crate::input;
 use crate::view::View;
 
+/// How often an instance that is starting is probed.
+const STARTING_POLL: Duration = Duration::from_millis(10);
+
 /// How many recent events the terminal shows.
 const TERMINAL_EVENTS: usize = 8;
 
@@ -134,10 +137,14 @@ async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reported = Vec::new();
     loop {
+        // An instance on its way up is looked at every few milliseconds (as a kubelet's
+        // probe would be), so its revision is routed the moment it is ready.
+        let starting = controller.starting();
         tokio::select! {
             _ = &mut stopped => break,
             _ = tick.tick() => {}
             Some(first) = rx.recv() => reported.push(first),
+            _ = tokio::time::sleep(STARTING_POLL), if starting => {}
         }
         while let Ok(more) = rx.try_recv() {
             reported.push(more);
