@@ -5,6 +5,7 @@
 //! traffic flattened to ready revisions), every revision, and its instances as endpoints.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use knoxy_control::kpa::config::HPA_CLASS;
 use knoxy_control::kpa::scaler::Active;
 use knoxy_control::kpa::{collector, RevisionScaler, Sample, Scaling};
 use knoxy_control::revision::RevisionSpec;
+use knoxy_control::serving::domainmapping::{self, unclaimed, Facts};
 use knoxy_control::serving::ingress::{ingress, url, Route};
 use knoxy_control::serving::service::{Configuration, Service, ServiceSpec};
 use knoxy_control::serving::status::{
@@ -25,9 +27,9 @@ use knoxy_control::serving::traffic::{
 
 use crate::input::Input;
 use crate::scrape::scrape;
-use crate::snapshot::{snapshot, LocalRevision};
+use crate::snapshot::{snapshot, LocalRevision, Placeholder};
 use crate::supervisor::{Instance, InstanceSpec};
-use crate::view::{Event, RevisionView, ServiceView, View};
+use crate::view::{DomainMappingView, Event, RevisionView, ServiceView, View};
 
 /// A revision whose instance crashes this many times before ever being ready has failed.
 const CRASHES_TO_FAIL: u32 = 3;
@@ -58,6 +60,7 @@ pub struct Controller {
     /// Revisions some Route marks (`routingState: active`); the rest are `reserve`.
     routed: BTreeSet<String>,
     statuses: BTreeMap<String, ServiceView>,
+    mappings: BTreeMap<String, DomainMappingView>,
     events: VecDeque<Event>,
     /// Events not yet printed.
     unlogged: Vec<String>,
@@ -109,6 +112,7 @@ impl Controller {
             routes: BTreeMap::new(),
             routed: BTreeSet::new(),
             statuses: BTreeMap::new(),
+            mappings: BTreeMap::new(),
             events: VecDeque::new(),
             unlogged: Vec::new(),
             now: 0,
@@ -438,7 +442,7 @@ impl Controller {
 
     /// Reconciles every Route and writes each Service's status: returns the objects the
     /// gateway serves. A Route whose traffic does not resolve keeps what it last programmed.
-    pub fn reconcile(&mut self) -> Snapshot {
+    pub fn reconcile(&mut self, private: Option<SocketAddr>) -> Snapshot {
         let states: BTreeMap<String, RevisionState> = self
             .revisions
             .values()
@@ -576,7 +580,10 @@ impl Controller {
         for rev in self.revisions.values_mut() {
             rev.evaluated = true;
         }
-        let ingresses: Vec<KIngress> = self.routes.values().map(|p| p.ingress.clone()).collect();
+        let mut ingresses: Vec<KIngress> =
+            self.routes.values().map(|p| p.ingress.clone()).collect();
+        let mut placeholders = Vec::new();
+        self.map_domains(private, &mut ingresses, &mut placeholders);
         let revisions: Vec<LocalRevision> = self
             .revisions
             .values()
@@ -591,7 +598,90 @@ impl Controller {
                     .collect(),
             })
             .collect();
-        snapshot(&ingresses, &revisions)
+        snapshot(&ingresses, &revisions, &placeholders)
+    }
+
+    /// Each DomainMapping's status, and for a Ready one its KIngress and the placeholder
+    /// Service it leads through (§4.6).
+    fn map_domains(
+        &mut self,
+        private: Option<SocketAddr>,
+        ingresses: &mut Vec<KIngress>,
+        placeholders: &mut Vec<Placeholder>,
+    ) {
+        let mut views = BTreeMap::new();
+        let mut events = Vec::new();
+        for (key, dm) in &self.input.mappings {
+            let ns = &dm.metadata.namespace;
+            let host = &dm.metadata.name;
+            let r = &dm.spec.reference;
+            let resolved = if r.kind != "Service" || r.api_version != "serving.knative.dev/v1" {
+                Err(format!(
+                    "knoxy local maps domains to serving.knative.dev/v1 Services, not {} {}",
+                    r.api_version, r.kind
+                ))
+            } else {
+                match self.statuses.get(&format!("{ns}/{}", r.name)) {
+                    None => Err(format!(
+                        "services.serving.knative.dev {:?} not found",
+                        r.name
+                    )),
+                    Some(svc) => svc
+                        .status
+                        .address
+                        .as_ref()
+                        .map(|a| a.url.clone())
+                        .ok_or_else(|| format!("address not set for Service {:?}", r.name)),
+                }
+            };
+            let claimed_by = self.input.claims.get(host).cloned();
+            if claimed_by.is_none() && !self.input.autocreate_claims {
+                let why = unclaimed(host);
+                if self
+                    .mappings
+                    .get(key)
+                    .is_none_or(|v| v.error.as_ref() != Some(&why))
+                {
+                    events.push(format!("DomainMapping {key}: {why}"));
+                }
+            }
+            let facts = Facts {
+                claimed_by,
+                autocreate: self.input.autocreate_claims,
+                resolved: resolved.clone(),
+            };
+            let status = domainmapping::status(dm, &facts);
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Ready" && c.status == Status::True);
+            if let (true, Ok(address), Some(private)) = (ready, &resolved, private) {
+                ingresses.push(domainmapping::ingress(
+                    dm,
+                    address,
+                    &self.input.network.ingress_class,
+                ));
+                placeholders.push(Placeholder {
+                    namespace: ns.clone(),
+                    name: r.name.clone(),
+                    private,
+                });
+            }
+            let error = (facts.claimed_by.is_none() && !facts.autocreate).then(|| unclaimed(host));
+            views.insert(
+                key.clone(),
+                DomainMappingView {
+                    namespace: ns.clone(),
+                    name: host.clone(),
+                    status,
+                    error,
+                },
+            );
+        }
+        self.mappings = views;
+        for e in events {
+            self.event(e);
+        }
     }
 
     /// The operator's view: each Service's status, each revision's instances and KPA, and
@@ -633,6 +723,7 @@ impl Controller {
             .collect();
         View {
             services: self.statuses.values().cloned().collect(),
+            domain_mappings: self.mappings.values().cloned().collect(),
             revisions,
             events: self.events.iter().cloned().collect(),
         }

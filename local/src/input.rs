@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use knoxy_control::files::{documents, typed, FileError, Head};
 use knoxy_control::kingress::ObjectMeta;
 use knoxy_control::kpa::AutoscalerConfig;
+use knoxy_control::serving::domainmapping::{ClusterDomainClaim, DomainMapping};
 use knoxy_control::serving::ingress::Network;
 use knoxy_control::serving::service::Service;
 use serde::Deserialize;
@@ -25,6 +26,12 @@ pub struct Input {
     pub network: Network,
     /// Image → the command that stands in for it.
     pub images: BTreeMap<String, Vec<String>>,
+    /// DomainMappings by `namespace/name`.
+    pub mappings: BTreeMap<String, DomainMapping>,
+    /// ClusterDomainClaims: host → the namespace it is given to.
+    pub claims: BTreeMap<String, String>,
+    /// `config-network`'s `autocreate-cluster-domain-claims`.
+    pub autocreate_claims: bool,
     pub errors: Vec<FileError>,
     /// The file each object was read from.
     origins: BTreeMap<Object, PathBuf>,
@@ -34,6 +41,8 @@ pub struct Input {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Object {
     Service(String),
+    DomainMapping(String),
+    Claim(String),
     ConfigMap(String),
     Image(String),
 }
@@ -106,8 +115,13 @@ pub fn read(paths: &[PathBuf]) -> Input {
             }
         }
     }
-    let is_service =
-        |v: &serde_norway::Value| v.get("kind").and_then(|k| k.as_str()) == Some("Service");
+    // What the configuration applies to comes after it.
+    let is_service = |v: &serde_norway::Value| {
+        matches!(
+            v.get("kind").and_then(|k| k.as_str()),
+            Some("Service" | "DomainMapping")
+        )
+    };
     let (services, config): (Vec<_>, Vec<_>) =
         docs.into_iter().partition(|(_, _, v)| is_service(v));
     for (file, number, value) in config.into_iter().chain(services) {
@@ -138,10 +152,23 @@ impl Input {
                         self.services.insert(key.clone(), svc.clone());
                     }
                 }
+                Object::DomainMapping(key) => {
+                    if let Some(dm) = previous.mappings.get(key) {
+                        self.mappings.insert(key.clone(), dm.clone());
+                    }
+                }
+                Object::Claim(host) => {
+                    if let Some(ns) = previous.claims.get(host) {
+                        self.claims.insert(host.clone(), ns.clone());
+                    }
+                }
                 Object::ConfigMap(name) => match name.as_str() {
                     "config-autoscaler" => self.autoscaler = previous.autoscaler.clone(),
                     "config-domain" => self.domains = previous.domains.clone(),
-                    "config-network" => self.network = previous.network.clone(),
+                    "config-network" => {
+                        self.network = previous.network.clone();
+                        self.autocreate_claims = previous.autocreate_claims;
+                    }
                     _ => {}
                 },
                 Object::Image(image) => {
@@ -179,6 +206,29 @@ fn add(
                 .insert(Object::Service(svc.metadata.key()), file.to_owned());
             input.services.insert(svc.metadata.key(), svc);
         }
+        ("serving.knative.dev/v1beta1" | "serving.knative.dev/v1alpha1", "DomainMapping") => {
+            let mut dm: DomainMapping = typed(value).map_err(fail)?;
+            if dm.metadata.namespace.is_empty() {
+                dm.metadata.namespace = "default".to_owned();
+            }
+            let errors = dm.validate(&input.network.cluster_domain);
+            if !errors.is_empty() {
+                return Err(fail(errors.join("\n")));
+            }
+            input
+                .origins
+                .insert(Object::DomainMapping(dm.metadata.key()), file.to_owned());
+            input.mappings.insert(dm.metadata.key(), dm);
+        }
+        ("networking.internal.knative.dev/v1alpha1", "ClusterDomainClaim") => {
+            let claim: ClusterDomainClaim = typed(value).map_err(fail)?;
+            input
+                .origins
+                .insert(Object::Claim(claim.metadata.name.clone()), file.to_owned());
+            input
+                .claims
+                .insert(claim.metadata.name, claim.spec.namespace);
+        }
         ("v1", "ConfigMap") => {
             let cm: ConfigMap = typed(value).map_err(fail)?;
             match cm.metadata.name.as_str() {
@@ -186,7 +236,19 @@ fn add(
                     input.autoscaler = AutoscalerConfig::from_data(&cm.data).map_err(fail)?
                 }
                 "config-domain" => input.domains = Domains::from_data(&cm.data).map_err(fail)?,
-                "config-network" => input.network = network(&cm.data).map_err(fail)?,
+                "config-network" => {
+                    input.network = network(&cm.data).map_err(fail)?;
+                    input.autocreate_claims = match cm
+                        .data
+                        .get("autocreate-cluster-domain-claims")
+                        .map(String::as_str)
+                    {
+                        None => false,
+                        Some(v) => knoxy_control::kpa::goparse::boolean(v).map_err(|e| {
+                            fail(format!("data.autocreate-cluster-domain-claims: {e}"))
+                        })?,
+                    };
+                }
                 // Knative's other ConfigMaps change nothing here.
                 _ => {}
             }

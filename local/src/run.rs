@@ -158,7 +158,8 @@ async fn run(
         }
         controller.step(now, &reported);
         reported.clear();
-        let snapshot = controller.reconcile();
+        let private = options.gateway.get().and_then(|g| g.private);
+        let snapshot = controller.reconcile(private);
         if last.as_ref() != Some(&snapshot) {
             on_snapshot(snapshot.clone());
             last = Some(snapshot);

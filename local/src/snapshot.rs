@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use knoxy_control::derive::Snapshot;
-use knoxy_control::k8s::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use knoxy_control::kingress::{KIngress, ObjectMeta};
+use knoxy_control::k8s::{
+    Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Service, ServicePort, ServiceSpec,
+};
+use knoxy_control::kingress::{IntOrString, KIngress, ObjectMeta};
 use knoxy_control::revision::{Revision, RevisionSpec, PRIVATE_SUFFIX};
 
 /// A revision as it runs locally.
@@ -22,9 +24,61 @@ pub struct LocalRevision {
     pub instances: Vec<(SocketAddr, bool)>,
 }
 
+/// A Route's placeholder Service (`<route>` in its namespace), headless with one endpoint:
+/// the gateway's private listener, as Knative points it at the load balancer. A
+/// DomainMapping's KIngress goes through it back into the gateway (over HTTP/1.1, where
+/// Knative names the port `http2`: upgrades pass either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    pub namespace: String,
+    pub name: String,
+    pub private: SocketAddr,
+}
+
 /// The objects the gateway derives its table from.
-pub fn snapshot(ingresses: &[KIngress], revisions: &[LocalRevision]) -> Snapshot {
+pub fn snapshot(
+    ingresses: &[KIngress],
+    revisions: &[LocalRevision],
+    placeholders: &[Placeholder],
+) -> Snapshot {
     let mut snap = Snapshot::default();
+    for p in placeholders {
+        let meta = |name: String| ObjectMeta {
+            name,
+            namespace: p.namespace.clone(),
+            labels: BTreeMap::from([("kubernetes.io/service-name".to_owned(), p.name.clone())]),
+            ..ObjectMeta::default()
+        };
+        let service = Service {
+            metadata: meta(p.name.clone()),
+            spec: ServiceSpec {
+                kind: "ClusterIP".to_owned(),
+                ports: vec![ServicePort {
+                    name: "http".to_owned(),
+                    port: 80,
+                    target_port: Some(IntOrString::Int(i64::from(p.private.port()))),
+                    app_protocol: String::new(),
+                }],
+                external_name: String::new(),
+            },
+        };
+        let slice = EndpointSlice {
+            metadata: meta(p.name.clone()),
+            address_type: if p.private.is_ipv4() { "IPv4" } else { "IPv6" }.to_owned(),
+            endpoints: vec![Endpoint {
+                addresses: vec![p.private.ip().to_string()],
+                conditions: EndpointConditions { ready: Some(true) },
+            }],
+            ports: vec![EndpointPort {
+                name: "http".to_owned(),
+                port: Some(p.private.port()),
+            }],
+        };
+        snap.services
+            .insert(service.metadata.key(), Arc::new(service));
+        snap.endpoint_slices
+            .insert(slice.metadata.key(), Arc::new(slice));
+    }
     for k in ingresses {
         snap.ingresses.insert(k.metadata.key(), Arc::new(k.clone()));
     }
@@ -111,7 +165,7 @@ mod tests {
             },
             instances: vec![(pod(41001), true), (pod(41002), false)],
         };
-        let derived = derive(&snapshot(&[k], &[rev]), &DeriveConfig::default());
+        let derived = derive(&snapshot(&[k], &[rev], &[]), &DeriveConfig::default());
         assert!(
             matches!(derived.status["default/hello"], IngressStatus::Ready { .. }),
             "{:?}",

@@ -5,13 +5,16 @@
 
 use std::fmt::Write as _;
 
+use knoxy_control::serving::domainmapping::DomainMappingStatus;
 use knoxy_control::serving::status::{Condition, RevisionStatus, ServiceStatus};
 use knoxy_control::serving::traffic::Status;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct View {
     pub services: Vec<ServiceView>,
+    pub domain_mappings: Vec<DomainMappingView>,
     pub revisions: Vec<RevisionView>,
     pub events: Vec<Event>,
 }
@@ -22,6 +25,17 @@ pub struct ServiceView {
     pub name: String,
     pub status: ServiceStatus,
     /// Why the last edit was not applied (what runs keeps running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DomainMappingView {
+    pub namespace: String,
+    /// The host.
+    pub name: String,
+    pub status: DomainMappingStatus,
+    /// The reconciler's error, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -62,18 +76,13 @@ impl View {
     pub fn render(&self, events: usize) -> String {
         let mut out = String::new();
         for s in &self.services {
-            let ready = condition(&s.status.conditions, "Ready");
             let _ = writeln!(
                 out,
-                "{}/{}  {}  Ready={}{}",
+                "{}/{}  {}  {}",
                 s.namespace,
                 s.name,
                 s.status.url,
-                ready.map_or("Unknown", |c| status(c.status)),
-                ready
-                    .filter(|c| !c.reason.is_empty())
-                    .map(|c| format!(" ({}: {})", c.reason, c.message))
-                    .unwrap_or_default(),
+                ready(&s.status.conditions)
             );
             if let Some(e) = &s.error {
                 let _ = writeln!(out, "  last edit refused: {}", e.replace('\n', "; "));
@@ -114,6 +123,16 @@ impl View {
                 );
             }
         }
+        for m in &self.domain_mappings {
+            let _ = writeln!(
+                out,
+                "{}/{}  {}  {}",
+                m.namespace,
+                m.name,
+                m.status.url,
+                ready(&m.status.conditions)
+            );
+        }
         let recent = self.events.len().saturating_sub(events);
         if recent < self.events.len() {
             out.push_str("recent:\n");
@@ -125,8 +144,17 @@ impl View {
     }
 }
 
-fn condition<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.kind == kind)
+/// `Ready=<status>`, with the reason and message when there is one.
+fn ready(conditions: &[Condition]) -> String {
+    let ready = conditions.iter().find(|c| c.kind == "Ready");
+    format!(
+        "Ready={}{}",
+        ready.map_or("Unknown", |c| status(c.status)),
+        ready
+            .filter(|c| !c.reason.is_empty())
+            .map(|c| format!(" ({}: {})", c.reason, c.message))
+            .unwrap_or_default()
+    )
 }
 
 fn status(s: Status) -> &'static str {

@@ -315,7 +315,9 @@ impl Gateway {
                 let waiting = (&throttler, &*revision, &req);
                 let (ready, slot) = self.reach(waiting, h2, head_due).await?;
                 // Behind an ingress (the activator's ports), the Host it already moved stays.
-                let keep_original = self.listener == Listener::Activator;
+                // Only a public client's K-Original-Host is not believed: the private
+                // listener is reached from inside the cluster (a DomainMapping's loop).
+                let keep_original = self.listener != Listener::Public;
                 activator_form(&mut req, ready.host(), keep_original);
                 let held = (slot, settings.idle_timeout);
                 (Via::Ready(ready), Some(held), Some(head_due))

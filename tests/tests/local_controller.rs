@@ -66,7 +66,7 @@ async fn a_service_runs_is_served_goes_to_zero_and_comes_back() {
     until(&mut c, &mut now, 200, &[], ready);
     assert_eq!(c.view().revisions[0].name, "hello-00001");
 
-    let snap = c.reconcile();
+    let snap = c.reconcile(None);
     // The Service's status as Knative writes it once its revision is ready.
     let view = serde_json::to_value(c.view()).unwrap();
     let status = &view["services"][0]["status"];
@@ -113,7 +113,7 @@ async fn a_service_runs_is_served_goes_to_zero_and_comes_back() {
     until(&mut c, &mut now, 60, &[], at_zero);
     assert!((28..=40).contains(&now), "at zero at {now}");
     // At zero the revision is Ready and not Active, and the Service stays Ready (§5 item 20).
-    c.reconcile();
+    c.reconcile(None);
     let view = serde_json::to_value(c.view()).unwrap();
     let revision = &view["revisions"][0]["status"];
     assert_eq!(revision["actualReplicas"], 0);

@@ -212,3 +212,61 @@ async fn a_bad_edit_is_reported_and_what_runs_keeps_serving() {
     );
     local.stop();
 }
+
+#[tokio::test]
+async fn a_claimed_domain_mapping_serves_its_service_and_an_unclaimed_one_says_why() {
+    let dir = TempDir::new("local-domains");
+    dir.write("images.yaml", IMAGES);
+    dir.write("mapped.yaml", &hello("mapped", "Mapped", "", ""));
+    dir.write(
+        "domains.yaml",
+        "apiVersion: networking.internal.knative.dev/v1alpha1
+kind: ClusterDomainClaim
+metadata: {name: app.example.org}
+spec: {namespace: default}
+---
+apiVersion: serving.knative.dev/v1beta1
+kind: DomainMapping
+metadata: {name: app.example.org}
+spec:
+  ref: {name: mapped, kind: Service, apiVersion: serving.knative.dev/v1}
+---
+apiVersion: serving.knative.dev/v1beta1
+kind: DomainMapping
+metadata: {name: unclaimed.example.org}
+spec:
+  ref: {name: mapped, kind: Service, apiVersion: serving.knative.dev/v1}
+",
+    );
+    let local = Local::start(&dir.0);
+    let mapping = |v: &serde_json::Value, name: &str| {
+        v["domainMappings"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    let view = local
+        .until("the claimed mapping ready", Duration::from_secs(30), |v| {
+            condition(&mapping(v, "app.example.org"), "Ready").0 == "True"
+        })
+        .await;
+    let claimed = mapping(&view, "app.example.org");
+    assert_eq!(claimed["status"]["url"], "http://app.example.org");
+    let unclaimed = mapping(&view, "unclaimed.example.org");
+    assert_eq!(
+        condition(&unclaimed, "DomainClaimed"),
+        ("False".into(), "DomainAlreadyClaimed".into())
+    );
+    assert!(unclaimed["error"]
+        .as_str()
+        .unwrap()
+        .contains("no ClusterDomainClaim found for domain \"unclaimed.example.org\""));
+    // Through the gateway and back into its private listener, to the Service's revision.
+    assert_eq!(
+        answer(&local, "app.example.org", Duration::from_secs(10)).await,
+        "Hello Mapped!\n"
+    );
+    let (status, _, _) = get_host(&local.gw, "public", "unclaimed.example.org", "/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    local.stop();
+}
