@@ -97,15 +97,25 @@ impl RevisionSpec {
     /// [`Revision::settings`] of a revision spec found at `path` (`spec.template.spec` in
     /// a Service).
     pub fn settings(&self, path: &str) -> Result<Settings, String> {
+        self.settings_within(path, MAX_TIMEOUT_SECONDS, MAX_CONTAINER_CONCURRENCY)
+    }
+
+    /// [`RevisionSpec::settings`] under `config-defaults`' limits.
+    pub fn settings_within(
+        &self,
+        path: &str,
+        max_timeout: i64,
+        max_cc: i64,
+    ) -> Result<Settings, String> {
         let spec = self;
         let cc = in_range(
             spec.container_concurrency.unwrap_or(0),
-            MAX_CONTAINER_CONCURRENCY,
+            max_cc,
             &format!("{path}.containerConcurrency"),
         )?;
         let timeout = match spec.timeout_seconds {
             None | Some(0) => DEFAULT_TIMEOUT_SECONDS,
-            Some(t) => in_range(t, MAX_TIMEOUT_SECONDS, &format!("{path}.timeoutSeconds"))?,
+            Some(t) => in_range(t, max_timeout, &format!("{path}.timeoutSeconds"))?,
         };
         let optional = |value: Option<i64>, field: &str| -> Result<Option<Duration>, String> {
             match value {

@@ -195,8 +195,9 @@ impl Controller {
 
     fn new_revision(&self, svc: &Service, name: &str, input: &Input, now: i64) -> Revision {
         let template = &svc.spec.template;
-        let spec = template.spec.clone();
-        let settings = spec.settings("spec").ok();
+        let mut spec = template.spec.clone();
+        input.defaults.apply(&mut spec);
+        let settings = input.defaults.settings(&spec, "spec").ok();
         let cc = settings.map_or(0, |s| s.container_concurrency);
         // Validated when read: a failure here falls back to the defaults.
         let scaling = Scaling::from_annotations(
@@ -253,7 +254,7 @@ impl Controller {
         if let Some(found) = self.find(&argv[0]) {
             argv[0] = found.display().to_string();
         }
-        let settings = spec.settings("spec")?;
+        let settings = input.defaults.settings(spec, "spec")?;
         Ok(InstanceSpec {
             namespace: svc.metadata.namespace.clone(),
             service: svc.metadata.name.clone(),

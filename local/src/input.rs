@@ -1,5 +1,5 @@
 //! What `knoxy local` reads (issue 14 items 1 and 3): Knative Services, Knative's own
-//! ConfigMaps (`config-autoscaler`, `config-domain`, `config-network`) as a cluster holds
+//! ConfigMaps (`config-autoscaler`, `config-defaults`, `config-domain`, `config-network`) as a cluster holds
 //! them, and a `LocalConfig` mapping container images to local commands; from files or
 //! directories, several documents per file. A bad document is an error naming its file,
 //! document, object and field, and holds back only itself.
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use knoxy_control::files::{documents, typed, FileError, Head};
 use knoxy_control::kingress::ObjectMeta;
 use knoxy_control::kpa::AutoscalerConfig;
+use knoxy_control::serving::defaults::Defaults;
 use knoxy_control::serving::domainmapping::{ClusterDomainClaim, DomainMapping};
 use knoxy_control::serving::ingress::Network;
 use knoxy_control::serving::service::Service;
@@ -21,6 +22,8 @@ pub struct Input {
     /// By `namespace/name`.
     pub services: BTreeMap<String, Service>,
     pub autoscaler: AutoscalerConfig,
+    /// `config-defaults`.
+    pub defaults: Defaults,
     pub domains: Domains,
     /// Templates and protocol; its `domain` is chosen per route by [`Domains`].
     pub network: Network,
@@ -164,6 +167,7 @@ impl Input {
                 }
                 Object::ConfigMap(name) => match name.as_str() {
                     "config-autoscaler" => self.autoscaler = previous.autoscaler.clone(),
+                    "config-defaults" => self.defaults = previous.defaults.clone(),
                     "config-domain" => self.domains = previous.domains.clone(),
                     "config-network" => {
                         self.network = previous.network.clone();
@@ -197,7 +201,7 @@ fn add(
             if svc.metadata.namespace.is_empty() {
                 svc.metadata.namespace = "default".to_owned();
             }
-            let errors = svc.validate(&input.autoscaler);
+            let errors = svc.validate(&input.autoscaler, &input.defaults);
             if !errors.is_empty() {
                 return Err(fail(errors.join("\n")));
             }
@@ -234,6 +238,9 @@ fn add(
             match cm.metadata.name.as_str() {
                 "config-autoscaler" => {
                     input.autoscaler = AutoscalerConfig::from_data(&cm.data).map_err(fail)?
+                }
+                "config-defaults" => {
+                    input.defaults = Defaults::from_data(&cm.data).map_err(fail)?
                 }
                 "config-domain" => input.domains = Domains::from_data(&cm.data).map_err(fail)?,
                 "config-network" => {

@@ -2,6 +2,7 @@
 //! `autoscaler-local.md` §4, `ingress-activator.md` §2): so far a Service (validated, its template's revisions named),
 //! a Route's traffic (validated, flattened to revisions), its KIngress, and the status each writes.
 
+pub mod defaults;
 pub mod domainmapping;
 pub mod ingress;
 pub mod service;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::defaults::Defaults;
 use super::traffic::{self, TrafficTarget};
 use crate::kingress::ObjectMeta;
 use crate::kpa::{AutoscalerConfig, Scaling};
@@ -54,7 +55,7 @@ pub const VISIBILITY_LABEL: &str = "networking.knative.dev/visibility";
 
 impl Service {
     /// The webhook's checks; every failure, in Knative's words.
-    pub fn validate(&self, autoscaler: &AutoscalerConfig) -> Vec<String> {
+    pub fn validate(&self, autoscaler: &AutoscalerConfig, defaults: &Defaults) -> Vec<String> {
         let mut errors = Vec::new();
         let name = &self.metadata.name;
         if !traffic::dns1035(name) {
@@ -84,9 +85,7 @@ impl Service {
         ) {
             errors.extend(e);
         }
-        if let Err(e) = template.spec.settings("spec.template.spec") {
-            errors.push(e);
-        }
+        errors.extend(defaults.validate(&template.spec, "spec.template.spec"));
         match template.spec.containers.as_slice() {
             [] => errors.push("missing field(s): spec.template.spec.containers".to_owned()),
             [first, ..] if first.image.is_empty() && first.command.is_empty() => {

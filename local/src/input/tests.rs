@@ -218,3 +218,28 @@ fn a_file_broken_while_running_keeps_what_it_held_and_a_good_file_still_applies(
     assert!(!fourth.services.contains_key("default/hello"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn config_defaults_set_the_limits_a_service_is_checked_against() {
+    let defaults = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-defaults}\ndata: {max-revision-timeout-seconds: '900', revision-timeout-seconds: '100'}\n";
+    let long = HELLO.replace(
+        "    spec: {containers: [{image: ghcr.io/knative/helloworld-go}]}",
+        "    spec: {timeoutSeconds: 800, containers: [{image: ghcr.io/knative/helloworld-go}]}",
+    );
+    let (_, with) = dir(&[("defaults.yaml", defaults), ("hello.yaml", &long)]);
+    assert!(with.errors.is_empty(), "{:?}", with.errors);
+    assert_eq!(with.defaults.revision_timeout_seconds, 100);
+    let (_, without) = dir(&[("hello.yaml", &long)]);
+    assert!(
+        without.errors[0]
+            .message
+            .contains("expected 0 <= 800 <= 600: spec.template.spec.timeoutSeconds"),
+        "{:?}",
+        without.errors
+    );
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-defaults}\ndata: {revision-timeout-seconds: '700'}\n";
+    let (_, broken) = dir(&[("defaults.yaml", bad)]);
+    assert!(broken.errors[0].message.contains(
+        "revision-timeout-seconds (700) cannot be greater than max-revision-timeout-seconds (600)"
+    ));
+}

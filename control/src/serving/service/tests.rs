@@ -1,6 +1,7 @@
 //! The contract's black-box items 1, 3, 5-9 for a Service, as pure checks.
 
 use super::*;
+use crate::serving::defaults::Defaults;
 
 fn service(yaml: &str) -> Service {
     serde_norway::from_str(yaml).expect("a Service")
@@ -15,13 +16,15 @@ spec:
 ";
 
 fn errors(yaml: &str) -> Vec<String> {
-    service(yaml).validate(&AutoscalerConfig::default())
+    service(yaml).validate(&AutoscalerConfig::default(), &Defaults::default())
 }
 
 #[test]
 fn a_plain_service_is_valid_and_reads_its_container() {
     let s = service(HELLO);
-    assert!(s.validate(&AutoscalerConfig::default()).is_empty());
+    assert!(s
+        .validate(&AutoscalerConfig::default(), &Defaults::default())
+        .is_empty());
     let c = &s.spec.template.spec.containers[0];
     assert_eq!(c.image, "ghcr.io/knative/helloworld-go");
     assert_eq!(
