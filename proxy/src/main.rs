@@ -96,7 +96,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy local [PATH...] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -524,6 +524,16 @@ fn local_mode(argv: &mut Vec<String>) -> Option<Vec<PathBuf>> {
     if paths.is_empty() {
         paths.push(PathBuf::from("deploy/examples/local"));
     }
+    // `--config FILE`: Knative's ConfigMaps from a file of their own (read like the rest).
+    while let Some(at) = argv.iter().position(|a| a == "--config") {
+        argv.remove(at);
+        if at < argv.len() {
+            paths.push(PathBuf::from(argv.remove(at)));
+        } else {
+            argv.push("--config".to_owned());
+            break;
+        }
+    }
     let defaults = [
         "--config-dir",
         "-",
@@ -719,6 +729,36 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, String> {
         parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn knoxy_local_takes_paths_and_config_files_before_its_loopback_defaults() {
+        let mut argv: Vec<String> = [
+            "local",
+            "svc",
+            "more.yaml",
+            "--config",
+            "cm.yaml",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let paths = local_mode(&mut argv).expect("local mode");
+        assert_eq!(paths, ["svc", "more.yaml", "cm.yaml"].map(PathBuf::from));
+        let a = parse_args(argv.into_iter()).expect("flags");
+        assert_eq!(a.threads, 1);
+        assert!(a.listeners.iter().all(|(_, addr)| addr.ip().is_loopback()));
+        let mut bare: Vec<String> = vec!["local".into()];
+        assert_eq!(
+            local_mode(&mut bare),
+            Some(vec![PathBuf::from("deploy/examples/local")])
+        );
+        let mut dangling: Vec<String> = vec!["local".into(), "--config".into()];
+        local_mode(&mut dangling);
+        assert!(parse_args(dangling.into_iter()).is_err());
+        assert_eq!(local_mode(&mut vec!["--config-dir".into()]), None);
     }
 
     #[test]
