@@ -221,12 +221,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let listeners = match args
-        .listeners
-        .iter()
-        .map(|(l, a)| concrete(*a).map(|a| (*l, a)))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let listeners = match concrete(&args.listeners) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("knoxy: cannot listen: {e}");
@@ -460,12 +455,22 @@ fn listener_config(addr: SocketAddr, tls: bool) -> ListenerConfig {
     ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers)
 }
 
-/// Resolves port 0 to a free port now, since Pingora binds later by address.
-fn concrete(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
+/// Resolves port 0 to free ports now, since Pingora binds later by address. Each probe
+/// socket stays bound until every port is chosen: released one by one, the kernel could
+/// hand two listeners the same port.
+fn concrete<L: Copy>(listeners: &[(L, SocketAddr)]) -> std::io::Result<Vec<(L, SocketAddr)>> {
+    let mut held = Vec::new();
+    let mut resolved = Vec::new();
+    for (label, addr) in listeners {
+        if addr.port() != 0 {
+            resolved.push((*label, *addr));
+            continue;
+        }
+        let probe = std::net::TcpListener::bind(addr)?;
+        resolved.push((*label, probe.local_addr()?));
+        held.push(probe);
     }
-    std::net::TcpListener::bind(addr)?.local_addr()
+    Ok(resolved)
 }
 
 /// A thread of its own for probing revisions' pods: probes start while tables are installed,
@@ -729,6 +734,20 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, String> {
         parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn port_zero_listeners_get_distinct_ports() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let fixed = SocketAddr::from(([127, 0, 0, 1], 1));
+        let asked: Vec<(usize, SocketAddr)> =
+            (0..50).map(|i| (i, any)).chain([(50, fixed)]).collect();
+        let got = concrete(&asked).expect("free ports");
+        let ports: std::collections::BTreeSet<u16> =
+            got.iter().take(50).map(|(_, a)| a.port()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(!ports.contains(&0));
+        assert_eq!(got[50], (50, fixed));
     }
 
     #[test]
