@@ -89,6 +89,8 @@ struct Revision {
     applied: Option<u32>,
     /// The Routes have been reconciled since it was created (its routing state is known).
     evaluated: bool,
+    /// Its activation timed out (none of its instances ever turned ready in time).
+    timed_out: bool,
 }
 
 struct Running {
@@ -200,12 +202,15 @@ impl Controller {
         let settings = input.defaults.settings(&spec, "spec").ok();
         let cc = settings.map_or(0, |s| s.container_concurrency);
         // Validated when read: a failure here falls back to the defaults.
-        let scaling = Scaling::from_annotations(
+        let mut scaling = Scaling::from_annotations(
             &template.metadata.annotations,
             &input.autoscaler,
             "spec.template.metadata.annotations",
         )
         .unwrap_or_default();
+        if scaling.progress_deadline.is_none() {
+            scaling.progress_deadline = input.progress_deadline;
+        }
         let instance = self.instance_spec(svc, name, &spec, input);
         let failed = if scaling.class(&input.autoscaler) == HPA_CLASS {
             Some(format!(
@@ -227,6 +232,7 @@ impl Controller {
             failed,
             applied: None,
             evaluated: false,
+            timed_out: false,
         }
     }
 
@@ -345,10 +351,14 @@ impl Controller {
                 rev.kpa.activator_reported(now, *s);
             }
             let ready_count = u32::try_from(ready.len()).unwrap_or(u32::MAX);
-            let wanted = rev
-                .kpa
-                .run(now, ready_count, reachable)
-                .and_then(|o| o.replicas);
+            let outcome = rev.kpa.run(now, ready_count, reachable);
+            if outcome.is_some_and(|o| o.active == Active::TimedOut) && !rev.timed_out {
+                rev.timed_out = !rev.ever_ready;
+                events.push(format!(
+                    "{key}: the target could not be activated (progress deadline and 30 s)"
+                ));
+            }
+            let wanted = outcome.and_then(|o| o.replicas);
             if let (Some(n), None) = (wanted, &rev.failed) {
                 if rev.applied != Some(n) {
                     let panicking = rev.kpa.decided().is_some_and(|d| d.panicking);
@@ -473,10 +483,7 @@ impl Controller {
             let latest_failed = latest_created
                 .as_ref()
                 .and_then(|n| self.revisions.get(&format!("{ns}/{n}")))
-                .and_then(|r| match health(r) {
-                    Health::Failed(why) => Some(why),
-                    _ => None,
-                });
+                .and_then(|r| health(r).failure().map(str::to_owned));
             let ready = match (&latest_ready, &latest_failed) {
                 (None, Some(_)) => Status::False,
                 (None, None) => Status::Unknown,
@@ -699,6 +706,7 @@ impl Controller {
                     Some(Active::Ready) => Activity::Active,
                     Some(Active::Queued) | None => Activity::Queued,
                     Some(Active::NoTraffic) => Activity::NoTraffic,
+                    Some(Active::TimedOut) => Activity::TimedOut,
                 };
                 let (metric, observed) = r.kpa.observed();
                 let decided = r.kpa.decided();
@@ -736,6 +744,7 @@ fn health(r: &Revision) -> Health {
     match (&r.failed, r.ever_ready) {
         (_, true) => Health::Healthy,
         (Some(why), false) => Health::Failed(why.clone()),
+        (None, false) if r.timed_out => Health::NeverReady,
         (None, false) => Health::Deploying,
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use knoxy_control::files::{documents, typed, FileError, Head};
 use knoxy_control::kingress::ObjectMeta;
+use knoxy_control::kpa::goparse::{self, GoDuration};
 use knoxy_control::kpa::AutoscalerConfig;
 use knoxy_control::serving::defaults::Defaults;
 use knoxy_control::serving::domainmapping::{ClusterDomainClaim, DomainMapping};
@@ -24,6 +25,8 @@ pub struct Input {
     pub autoscaler: AutoscalerConfig,
     /// `config-defaults`.
     pub defaults: Defaults,
+    /// config-deployment's `progress-deadline` (None: Knative's 600 s).
+    pub progress_deadline: Option<GoDuration>,
     pub domains: Domains,
     /// Templates and protocol; its `domain` is chosen per route by [`Domains`].
     pub network: Network,
@@ -168,6 +171,7 @@ impl Input {
                 Object::ConfigMap(name) => match name.as_str() {
                     "config-autoscaler" => self.autoscaler = previous.autoscaler.clone(),
                     "config-defaults" => self.defaults = previous.defaults.clone(),
+                    "config-deployment" => self.progress_deadline = previous.progress_deadline,
                     "config-domain" => self.domains = previous.domains.clone(),
                     "config-network" => {
                         self.network = previous.network.clone();
@@ -251,7 +255,7 @@ fn add(
                         .map(String::as_str)
                     {
                         None => false,
-                        Some(v) => knoxy_control::kpa::goparse::boolean(v).map_err(|e| {
+                        Some(v) => goparse::boolean(v).map_err(|e| {
                             fail(format!("data.autocreate-cluster-domain-claims: {e}"))
                         })?,
                     };

@@ -270,3 +270,43 @@ spec:
     assert_eq!(status, StatusCode::NOT_FOUND);
     local.stop();
 }
+
+/// §5 item 39, with a progress deadline of 1 s: given up 31 s after it began activating.
+#[tokio::test]
+async fn a_revision_that_never_turns_ready_is_given_up_after_its_progress_deadline() {
+    let dir = TempDir::new("local-stuck");
+    dir.write(
+        "stuck.yaml",
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: stuck}
+spec:
+  template:
+    metadata: {annotations: {serving.knative.dev/progress-deadline: 1s}}
+    spec:
+      containers: [{image: example.org/stuck, command: [sleep], args: ['1000']}]
+",
+    );
+    let local = Local::start(&dir.0);
+    let started = Instant::now();
+    let view = local
+        .until("timed out", Duration::from_secs(60), |v| {
+            condition(revision(v, "stuck-00001"), "Active").1 == "TimedOut"
+        })
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let rev = revision(&view, "stuck-00001");
+    assert_eq!(rev["instances"], 0, "{rev:#}");
+    assert_eq!(
+        condition(rev, "ResourcesAvailable"),
+        ("False".into(), "ProgressDeadlineExceeded".into())
+    );
+    assert_eq!(condition(rev, "Ready").0, "False");
+    let stuck = service(&view, "stuck");
+    assert_eq!(condition(stuck, "Ready").0, "False", "{stuck:#}");
+    local.stop();
+}

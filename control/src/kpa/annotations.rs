@@ -37,7 +37,14 @@ pub struct Scaling {
     pub scale_down_delay: Option<GoDuration>,
     pub scale_to_zero_pod_retention_period: Option<GoDuration>,
     pub algorithm: Option<Algorithm>,
+    /// `serving.knative.dev/progress-deadline`.
+    pub progress_deadline: Option<GoDuration>,
 }
+
+/// The annotation that bounds a revision's activation.
+pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
+/// config-deployment's default `progress-deadline`.
+pub const DEFAULT_PROGRESS_DEADLINE: GoDuration = GoDuration::seconds(600);
 
 /// What the KPA applies around the decider (§2.6).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +58,9 @@ pub struct Bounds {
     pub retention: GoDuration,
     pub grace: GoDuration,
     pub scale_to_zero: bool,
+    /// How long a revision may take to activate (`serving.knative.dev/progress-deadline`,
+    /// else config-deployment's `progress-deadline`, 600 s).
+    pub progress_deadline: GoDuration,
 }
 
 impl Scaling {
@@ -286,6 +296,12 @@ impl Scaling {
             );
             s.scale_to_zero_pod_retention_period = Some(d.0);
         }
+        if let Some(v) = annotations.get(PROGRESS_DEADLINE) {
+            match goparse::duration(v) {
+                Ok(d) if !d.is_negative() && d.whole_seconds() => s.progress_deadline = Some(d),
+                _ => errors.push(format!("invalid value: {v}: {path}.{PROGRESS_DEADLINE}")),
+            }
+        }
         if let Some(a) = get(
             "metric-aggregation-algorithm",
             Some("metricAggregationAlgorithm"),
@@ -382,6 +398,7 @@ impl Scaling {
                 .unwrap_or(config.scale_to_zero_pod_retention_period),
             grace: config.scale_to_zero_grace_period,
             scale_to_zero: config.enable_scale_to_zero,
+            progress_deadline: self.progress_deadline.unwrap_or(DEFAULT_PROGRESS_DEADLINE),
         }
     }
 }

@@ -72,7 +72,7 @@ pub struct GoDuration(pub i64);
 impl GoDuration {
     pub const ZERO: GoDuration = GoDuration(0);
 
-    pub fn seconds(s: i64) -> GoDuration {
+    pub const fn seconds(s: i64) -> GoDuration {
         GoDuration(s * 1_000_000_000)
     }
 

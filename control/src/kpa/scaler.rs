@@ -16,6 +16,9 @@ pub enum Active {
     Queued,
     /// `False` `NoTraffic`: "The target is not receiving traffic."
     NoTraffic,
+    /// `False` `TimedOut`: "The target could not be activated." (activating for longer
+    /// than the progress deadline and 30 s).
+    TimedOut,
 }
 
 /// What one reconcile observed.
@@ -56,7 +59,13 @@ pub struct Scaler {
     proxy_since: Option<i64>,
     /// The last count applied.
     replicas: Option<u32>,
+    /// Since when the PA has been activating (`Active=Unknown`: fewer pods ready than it needs).
+    activating_since: Option<i64>,
 }
+
+/// A stuck activation is given up this long after the progress deadline (Knative's
+/// `activationTimeoutBuffer`).
+const ACTIVATION_BUFFER: i64 = 30;
 
 /// Knative re-checks an inactive revision whose activator was already in the path after 3 s.
 const INACTIVE_RECHECK: i64 = 3;
@@ -134,13 +143,31 @@ impl Scaler {
             min.max(b.initial)
         };
         let want_some = self.replicas.unwrap_or(0) > 0;
-        let active = if !want_some || m == 0 {
+        let mut active = if !want_some || m == 0 {
             Active::NoTraffic
         } else if o.ready < m {
             Active::Queued
         } else {
             Active::Ready
         };
+        let mut replicas = replicas;
+        if active == Active::Queued {
+            // Activating: given up, to zero, once stuck past the deadline (§3.3).
+            let since = *self.activating_since.get_or_insert(now);
+            let give_up = since + secs(b.progress_deadline.std().as_secs()) + ACTIVATION_BUFFER;
+            if now > give_up {
+                replicas = Some(0);
+                self.replicas = Some(0);
+                self.activating_since = None;
+                self.inactive_since = Some(now);
+                self.active_since = None;
+                active = Active::TimedOut;
+            } else {
+                recheck_at = Some(recheck_at.map_or(give_up + 1, |r: i64| r.min(give_up + 1)));
+            }
+        } else {
+            self.activating_since = None;
+        }
         Outcome {
             replicas,
             recheck_at,

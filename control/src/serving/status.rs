@@ -62,18 +62,31 @@ pub enum Health {
     Deploying,
     /// It failed before it was ready, with why.
     Failed(String),
+    /// Its activation timed out before any instance was ready.
+    NeverReady,
 }
 
 impl Health {
+    /// Why it failed, for its Configuration's `RevisionFailed` message.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Health::Failed(why) => Some(why),
+            Health::NeverReady => Some(NEVER_READY),
+            Health::Healthy | Health::Deploying => None,
+        }
+    }
+
     /// The revision's `Ready`.
     pub fn status(&self) -> Status {
         match self {
             Health::Healthy => Status::True,
             Health::Deploying => Status::Unknown,
-            Health::Failed(_) => Status::False,
+            Health::Failed(_) | Health::NeverReady => Status::False,
         }
     }
 }
+
+const NEVER_READY: &str = "Initial scale was never achieved";
 
 /// The KPA's `Active` condition, as the PodAutoscaler's scaler gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +94,7 @@ pub enum Activity {
     Active,
     Queued,
     NoTraffic,
+    TimedOut,
 }
 
 /// What a Configuration knows: its revisions by generation, their health.
@@ -125,6 +139,14 @@ pub fn revision_status(
             false_("ResourcesAvailable", "ExitCode", why),
             false_("ContainerHealthy", "ExitCode", why),
         ),
+        Health::NeverReady => (
+            false_(
+                "ResourcesAvailable",
+                "ProgressDeadlineExceeded",
+                NEVER_READY,
+            ),
+            unknown("ContainerHealthy", "Deploying", ""),
+        ),
     };
     let active = match activity {
         Activity::Active => condition("Active"),
@@ -138,6 +160,7 @@ pub fn revision_status(
             "NoTraffic",
             "The target is not receiving traffic.",
         ),
+        Activity::TimedOut => false_("Active", "TimedOut", "The target could not be activated."),
     };
     let ready = all("Ready", &[&resources, &container]);
     RevisionStatus {

@@ -13,6 +13,7 @@ fn bounds() -> Bounds {
         retention: GoDuration::ZERO,
         grace: GoDuration::seconds(30),
         scale_to_zero: true,
+        progress_deadline: GoDuration::seconds(600),
     }
 }
 
@@ -191,4 +192,23 @@ fn a_revision_still_activating_keeps_its_pod() {
     // Ready at 120: Active from then, so it holds the pod a window more.
     s.reconcile(seen(120, 0, -200.0, 1), &b);
     assert_eq!(zero_at(&mut s, &b, seen(122, 0, -200.0, 1), 300), Some(183));
+}
+
+/// §3.3, §5 item 39: pods that never turn ready are given up at the progress deadline + 30 s.
+#[test]
+fn a_revision_stuck_activating_is_given_up_at_the_progress_deadline_and_30s() {
+    let b = bounds();
+    let mut s = Scaler::new(0);
+    let first = s.reconcile(seen(0, 1, -1.0, 0), &b);
+    assert_eq!((first.replicas, first.active), (Some(1), Active::Queued));
+    assert_eq!(first.recheck_at, Some(631));
+    let waiting = s.reconcile(seen(630, 1, -1.0, 0), &b);
+    assert_eq!(waiting.active, Active::Queued);
+    let out = s.reconcile(seen(631, 1, -1.0, 0), &b);
+    assert_eq!((out.replicas, out.active), (Some(0), Active::TimedOut));
+    // A pod that turns ready in time ends the activation.
+    let mut s = Scaler::new(0);
+    s.reconcile(seen(0, 1, -1.0, 0), &b);
+    assert_eq!(s.reconcile(seen(100, 1, -1.0, 1), &b).active, Active::Ready);
+    assert_eq!(s.reconcile(seen(700, 1, -1.0, 1), &b).replicas, Some(1));
 }
