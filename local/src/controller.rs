@@ -16,6 +16,7 @@ use knoxy_control::kpa::scaler::Active;
 use knoxy_control::kpa::{collector, RevisionScaler, Sample, Scaling};
 use knoxy_control::revision::RevisionSpec;
 use knoxy_control::serving::domainmapping::{self, unclaimed, Facts};
+use knoxy_control::serving::gc::{Candidate, NO_GC};
 use knoxy_control::serving::ingress::{ingress, url, Route};
 use knoxy_control::serving::service::{Configuration, Service, ServiceSpec};
 use knoxy_control::serving::status::{
@@ -91,6 +92,11 @@ struct Revision {
     evaluated: bool,
     /// Its activation timed out (none of its instances ever turned ready in time).
     timed_out: bool,
+    /// When it was created, and when its routing state last changed (for GC).
+    created: i64,
+    routing_state_modified: i64,
+    /// Annotated `serving.knative.dev/no-gc: "true"`.
+    no_gc: bool,
 }
 
 struct Running {
@@ -233,6 +239,9 @@ impl Controller {
             applied: None,
             evaluated: false,
             timed_out: false,
+            created: now,
+            routing_state_modified: now,
+            no_gc: template.metadata.annotations.get(NO_GC).map(String::as_str) == Some("true"),
         }
     }
 
@@ -584,10 +593,14 @@ impl Controller {
                 },
             );
         }
-        self.routed = routed;
-        for rev in self.revisions.values_mut() {
+        for (key, rev) in &mut self.revisions {
+            if rev.evaluated && routed.contains(key) != self.routed.contains(key) {
+                rev.routing_state_modified = self.now;
+            }
             rev.evaluated = true;
         }
+        self.routed = routed;
+        self.collect_garbage();
         let mut ingresses: Vec<KIngress> =
             self.routes.values().map(|p| p.ingress.clone()).collect();
         let mut placeholders = Vec::new();
@@ -607,6 +620,51 @@ impl Controller {
             })
             .collect();
         snapshot(&ingresses, &revisions, &placeholders)
+    }
+
+    /// Deletes the revisions `config-gc` says go (§1.9): with their instances, from their
+    /// Configuration.
+    fn collect_garbage(&mut self) {
+        let mut doomed = Vec::new();
+        for (key, config) in &self.configurations {
+            let ns = key.split_once('/').map_or("", |(ns, _)| ns);
+            let latest_ready = self
+                .statuses
+                .get(key)
+                .and_then(|s| s.status.latest_ready_revision_name.clone());
+            let candidates: Vec<Candidate> = config
+                .revisions
+                .iter()
+                .filter_map(|(name, _)| {
+                    let rev_key = format!("{ns}/{name}");
+                    let r = self.revisions.get(&rev_key)?;
+                    Some(Candidate {
+                        name: rev_key.clone(),
+                        created: r.created,
+                        routing_state_modified: r.routing_state_modified,
+                        reserve: r.evaluated && !self.routed.contains(&rev_key),
+                        latest_ready: latest_ready.as_deref() == Some(name.as_str())
+                            || config.latest_created() == Some(name.as_str()),
+                        no_gc: r.no_gc,
+                    })
+                })
+                .collect();
+            for name in self.input.gc.collect(&candidates, self.now) {
+                doomed.push((key.clone(), name));
+            }
+        }
+        for (config, rev_key) in doomed {
+            let Some(rev) = self.revisions.remove(&rev_key) else {
+                continue;
+            };
+            if let Some(c) = self.configurations.get_mut(&config) {
+                c.revisions.retain(|(name, _)| *name != rev.name);
+            }
+            self.event(format!("{rev_key}: deleted by config-gc"));
+            for running in rev.instances {
+                self.stop(running.instance);
+            }
+        }
     }
 
     /// Each DomainMapping's status, and for a Ready one its KIngress and the placeholder

@@ -1,8 +1,9 @@
-//! What `knoxy local` reads (issue 14 items 1 and 3): Knative Services, Knative's own
-//! ConfigMaps (`config-autoscaler`, `config-defaults`, `config-domain`, `config-network`) as a cluster holds
-//! them, and a `LocalConfig` mapping container images to local commands; from files or
-//! directories, several documents per file. A bad document is an error naming its file,
-//! document, object and field, and holds back only itself.
+//! What `knoxy local` reads (issue 14 items 1 and 3): Knative Services and DomainMappings
+//! (with ClusterDomainClaims), Knative's own ConfigMaps (`config-autoscaler`,
+//! `config-defaults`, `config-deployment`, `config-domain`, `config-gc`, `config-network`) as
+//! a cluster holds them, and a `LocalConfig` mapping container images to local commands; from
+//! files or directories, several documents per file. A bad document is an error naming its
+//! file, document, object and field, and holds back only itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use knoxy_control::kpa::goparse::{self, GoDuration};
 use knoxy_control::kpa::AutoscalerConfig;
 use knoxy_control::serving::defaults::Defaults;
 use knoxy_control::serving::domainmapping::{ClusterDomainClaim, DomainMapping};
+use knoxy_control::serving::gc::GcConfig;
 use knoxy_control::serving::ingress::Network;
 use knoxy_control::serving::service::Service;
 use serde::Deserialize;
@@ -25,6 +27,8 @@ pub struct Input {
     pub autoscaler: AutoscalerConfig,
     /// `config-defaults`.
     pub defaults: Defaults,
+    /// `config-gc`.
+    pub gc: GcConfig,
     /// config-deployment's `progress-deadline` (None: Knative's 600 s).
     pub progress_deadline: Option<GoDuration>,
     pub domains: Domains,
@@ -172,6 +176,7 @@ impl Input {
                     "config-autoscaler" => self.autoscaler = previous.autoscaler.clone(),
                     "config-defaults" => self.defaults = previous.defaults.clone(),
                     "config-deployment" => self.progress_deadline = previous.progress_deadline,
+                    "config-gc" => self.gc = previous.gc.clone(),
                     "config-domain" => self.domains = previous.domains.clone(),
                     "config-network" => {
                         self.network = previous.network.clone();
@@ -245,6 +250,20 @@ fn add(
                 }
                 "config-defaults" => {
                     input.defaults = Defaults::from_data(&cm.data).map_err(fail)?
+                }
+                "config-gc" => input.gc = GcConfig::from_data(&cm.data).map_err(fail)?,
+                "config-deployment" => {
+                    if let Some(v) = cm.data.get("progress-deadline") {
+                        input.progress_deadline = match goparse::duration(v) {
+                            Ok(d) if d > GoDuration::ZERO => Some(d),
+                            Ok(d) => {
+                                return Err(fail(format!(
+                                    "progress-deadline cannot be a non-positive duration, was {d}"
+                                )))
+                            }
+                            Err(e) => return Err(fail(format!("progress-deadline: {e}"))),
+                        };
+                    }
                 }
                 "config-domain" => input.domains = Domains::from_data(&cm.data).map_err(fail)?,
                 "config-network" => {

@@ -310,3 +310,59 @@ spec:
     assert_eq!(condition(stuck, "Ready").0, "False", "{stuck:#}");
     local.stop();
 }
+
+/// §5 item 40: with config-gc keeping nothing, a revision no Route uses is deleted; the
+/// latest ready one and one annotated `serving.knative.dev/no-gc` are not.
+#[tokio::test]
+async fn config_gc_deletes_reserve_revisions_but_not_protected_ones() {
+    let dir = TempDir::new("local-gc");
+    dir.write(
+        "config.yaml",
+        &format!(
+            "{IMAGES}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: config-gc, namespace: knative-serving}}
+data:
+  retain-since-create-time: disabled
+  retain-since-last-active-time: disabled
+  min-non-active-revisions: '0'
+  max-non-active-revisions: '0'
+"
+        ),
+    );
+    dir.write("gc.yaml", &hello("gc", "One", "", ""));
+    let local = Local::start(&dir.0);
+    local
+        .until("gc ready", Duration::from_secs(30), |v| ready(v, "gc"))
+        .await;
+    let keep = "    metadata: {annotations: {serving.knative.dev/no-gc: 'true'}}\n";
+    dir.write("gc.yaml", &hello("gc", "Two", keep, ""));
+    local
+        .until("gc-00001 deleted", Duration::from_secs(30), |v| {
+            revision(v, "gc-00001").is_null()
+                && service(v, "gc")["status"]["latestReadyRevisionName"] == "gc-00002"
+        })
+        .await;
+    assert_eq!(
+        answer(&local, "gc.default.example.com", Duration::from_secs(5)).await,
+        "Hello Two!\n"
+    );
+    dir.write("gc.yaml", &hello("gc", "Three", "", ""));
+    local
+        .until("gc-00002 reserve", Duration::from_secs(30), |v| {
+            revision(v, "gc-00002")["routingState"] == "reserve"
+        })
+        .await;
+    // Collection runs on every reconcile: a few more, and the no-gc one is still there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let view = local.view().await;
+    assert_eq!(revision(&view, "gc-00002")["routingState"], "reserve");
+    assert_eq!(revision(&view, "gc-00003")["routingState"], "active");
+    assert!(view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"] == "default/gc-00001: deleted by config-gc"));
+    local.stop();
+}

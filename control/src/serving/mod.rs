@@ -4,6 +4,7 @@
 
 pub mod defaults;
 pub mod domainmapping;
+pub mod gc;
 pub mod ingress;
 pub mod service;
 pub mod status;

@@ -243,3 +243,17 @@ fn config_defaults_set_the_limits_a_service_is_checked_against() {
         "revision-timeout-seconds (700) cannot be greater than max-revision-timeout-seconds (600)"
     ));
 }
+
+#[test]
+fn config_gc_and_config_deployment_are_read_and_checked() {
+    let gc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-gc}\ndata: {max-non-active-revisions: '0', min-non-active-revisions: '0'}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-deployment}\ndata: {progress-deadline: 90s}\n";
+    let (_, read) = dir(&[("config.yaml", gc)]);
+    assert!(read.errors.is_empty(), "{:?}", read.errors);
+    assert_eq!(read.gc.max_non_active, Some(0));
+    assert_eq!(read.progress_deadline, Some(GoDuration::seconds(90)));
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-deployment}\ndata: {progress-deadline: 0s}\n";
+    let (_, read) = dir(&[("config.yaml", bad)]);
+    assert!(read.errors[0]
+        .message
+        .contains("progress-deadline cannot be a non-positive duration, was 0s"));
+}
