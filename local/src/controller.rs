@@ -17,13 +17,15 @@ use knoxy_control::kpa::{collector, RevisionScaler, Sample, Scaling};
 use knoxy_control::revision::RevisionSpec;
 use knoxy_control::serving::domainmapping::{self, unclaimed, Facts};
 use knoxy_control::serving::gc::{Candidate, NO_GC};
+use knoxy_control::serving::ingress::Target;
 use knoxy_control::serving::ingress::{ingress, url, Route};
+use knoxy_control::serving::rollout::Rollout;
 use knoxy_control::serving::service::{Configuration, Service, ServiceSpec};
 use knoxy_control::serving::status::{
     revision_status, service_status, Activity, ConfigurationFacts, Health, RouteFacts,
 };
 use knoxy_control::serving::traffic::{
-    defaulted, flatten, ConfigurationState, RevisionState, Status, TrafficStatus,
+    defaulted, flatten, statuses, ConfigurationState, RevisionState, Status, TrafficStatus,
 };
 
 use crate::input::Input;
@@ -58,6 +60,8 @@ pub struct Controller {
     /// Each Route's last programmed traffic: kept through a traffic error, as Knative
     /// leaves the KIngress untouched.
     routes: BTreeMap<String, Programmed>,
+    /// Each `latestRevision` target's gradual rollout, by (Service, tag).
+    rollouts: BTreeMap<(String, Option<String>), Rollout>,
     /// Revisions some Route marks (`routingState: active`); the rest are `reserve`.
     routed: BTreeSet<String>,
     statuses: BTreeMap<String, ServiceView>,
@@ -119,6 +123,7 @@ impl Controller {
             generations: BTreeMap::new(),
             routes: BTreeMap::new(),
             routed: BTreeSet::new(),
+            rollouts: BTreeMap::new(),
             statuses: BTreeMap::new(),
             mappings: BTreeMap::new(),
             events: VecDeque::new(),
@@ -178,6 +183,7 @@ impl Controller {
             self.generations.remove(&key);
             self.routes.remove(&key);
             self.statuses.remove(&key);
+            self.rollouts.retain(|(svc, _), _| *svc != key);
             let (ns, name) = key.split_once('/').unwrap_or(("", &key));
             let dead: Vec<String> = self
                 .revisions
@@ -521,8 +527,20 @@ impl Controller {
             let flattened = flatten(&traffic, Some(name), &configurations, &states, |tag| {
                 url(name, ns, tag, &net)
             });
+            let duration = svc.rollout_duration(self.input.rollout_duration);
+            let mut rolling = false;
             let error = match flattened {
-                Ok((targets, status)) => {
+                Ok((targets, _)) => {
+                    let (targets, moving) = roll_out(
+                        &mut self.rollouts,
+                        key,
+                        targets,
+                        &states,
+                        duration,
+                        self.now,
+                    );
+                    rolling = moving;
+                    let status = statuses(&targets, |tag| url(name, ns, tag, &net));
                     let mut labels = svc.metadata.labels.clone();
                     labels.insert("serving.knative.dev/service".into(), name.clone());
                     let route = Route {
@@ -581,6 +599,7 @@ impl Controller {
                     address: &format!("http://{name}.{ns}.svc.{}", net.cluster_domain),
                     error: error.as_ref(),
                     traffic: programmed.map(|p| p.traffic.as_slice()),
+                    rolling,
                 },
             );
             self.statuses.insert(
@@ -795,6 +814,47 @@ impl Controller {
             events: self.events.iter().cloned().collect(),
         }
     }
+}
+
+/// Each `latestRevision` target of a Service's resolved traffic through its gradual
+/// rollout at `now` (§4.4): the target split over the revisions still rolling; and whether
+/// any is.
+fn roll_out(
+    rollouts: &mut BTreeMap<(String, Option<String>), Rollout>,
+    service: &str,
+    targets: Vec<Target>,
+    states: &BTreeMap<String, RevisionState>,
+    duration: f64,
+    now: i64,
+) -> (Vec<Target>, bool) {
+    let now = now as f64;
+    let mut out = Vec::new();
+    let mut rolling = false;
+    for t in targets {
+        if t.configuration.is_none() {
+            out.push(t);
+            continue;
+        }
+        let r = rollouts
+            .entry((service.to_owned(), t.tag.clone()))
+            .or_insert_with(|| Rollout::settled(&t.revision, t.percent));
+        if r.percent != t.percent {
+            *r = Rollout::settled(&t.revision, t.percent);
+        } else if r.newest() != t.revision {
+            r.begin(&t.revision, duration, now, now);
+        }
+        r.advance(now);
+        rolling |= r.in_progress();
+        for (revision, percent) in &r.revisions {
+            out.push(Target {
+                revision: revision.clone(),
+                percent: *percent,
+                h2c: states.get(revision).is_some_and(|s| s.h2c),
+                ..t.clone()
+            });
+        }
+    }
+    (out, rolling)
 }
 
 /// What a revision's containers have shown so far.

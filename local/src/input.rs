@@ -42,6 +42,8 @@ pub struct Input {
     pub claims: BTreeMap<String, String>,
     /// `config-network`'s `autocreate-cluster-domain-claims`.
     pub autocreate_claims: bool,
+    /// `config-network`'s `rollout-duration`, in seconds.
+    pub rollout_duration: i64,
     pub errors: Vec<FileError>,
     /// The file each object was read from.
     origins: BTreeMap<Object, PathBuf>,
@@ -181,6 +183,7 @@ impl Input {
                     "config-network" => {
                         self.network = previous.network.clone();
                         self.autocreate_claims = previous.autocreate_claims;
+                        self.rollout_duration = previous.rollout_duration;
                     }
                     _ => {}
                 },
@@ -268,6 +271,21 @@ fn add(
                 "config-domain" => input.domains = Domains::from_data(&cm.data).map_err(fail)?,
                 "config-network" => {
                     input.network = network(&cm.data).map_err(fail)?;
+                    if let Some(v) = cm.data.get("rollout-duration") {
+                        input.rollout_duration = match v.trim().parse::<i64>() {
+                            Ok(n) if n >= 0 => n,
+                            Ok(n) => {
+                                return Err(fail(format!(
+                                    "rollout-duration must be a positive integer, but was {n}"
+                                )))
+                            }
+                            Err(_) => {
+                                return Err(fail(format!(
+                                    "rollout-duration: {v:?} is not an integer"
+                                )))
+                            }
+                        };
+                    }
                     input.autocreate_claims = match cm
                         .data
                         .get("autocreate-cluster-domain-claims")

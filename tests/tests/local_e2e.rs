@@ -366,3 +366,56 @@ data:
         .any(|e| e["message"] == "default/gc-00001: deleted by config-gc"));
     local.stop();
 }
+
+/// §5 item 21 with `rollout-duration: 6s`: the new revision starts at 1 % and takes the rest
+/// in steps, the Route `RolloutInProgress` meanwhile; every request is answered.
+#[tokio::test]
+async fn a_gradual_rollout_moves_traffic_in_steps() {
+    let dir = TempDir::new("local-rollout");
+    dir.write("images.yaml", IMAGES);
+    let with_duration = |target: &str| {
+        hello("roll", target, "", "").replace(
+            "metadata: {name: roll}",
+            "metadata: {name: roll, annotations: {serving.knative.dev/rollout-duration: 6s}}",
+        )
+    };
+    dir.write("roll.yaml", &with_duration("One"));
+    let local = Local::start(&dir.0);
+    local
+        .until("roll ready", Duration::from_secs(30), |v| ready(v, "roll"))
+        .await;
+    dir.write("roll.yaml", &with_duration("Two"));
+    let mut shares = Vec::new();
+    let mut reasons = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let view = local.view().await;
+        let status = &service(&view, "roll")["status"];
+        let traffic = status["traffic"].as_array().cloned().unwrap_or_default();
+        let new = traffic
+            .iter()
+            .find(|t| t["revisionName"] == "roll-00002")
+            .map_or(0, |t| t["percent"].as_i64().unwrap());
+        if shares.last() != Some(&new) {
+            shares.push(new);
+        }
+        reasons.insert(condition(service(&view, "roll"), "RoutesReady").1);
+        let body = answer(&local, "roll.default.example.com", Duration::from_secs(5)).await;
+        assert!(body == "Hello One!\n" || body == "Hello Two!\n", "{body}");
+        if new == 100 && traffic.len() == 1 {
+            assert!(ready(&view, "roll"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "shares so far {shares:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 1 %, then steps of 20 % a second, then all of it.
+    assert_eq!(shares.first(), Some(&0));
+    assert!(shares.contains(&1), "{shares:?}");
+    assert!(
+        shares.iter().filter(|p| (2..100).contains(*p)).count() >= 2,
+        "{shares:?}"
+    );
+    assert!(reasons.contains("RolloutInProgress"), "{reasons:?}");
+    local.stop();
+}

@@ -6,6 +6,7 @@ pub mod defaults;
 pub mod domainmapping;
 pub mod gc;
 pub mod ingress;
+pub mod rollout;
 pub mod service;
 pub mod status;
 pub mod traffic;

@@ -50,6 +50,9 @@ pub struct TemplateMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The Service (and Route) annotation that sets a gradual rollout's duration.
+pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
+
 /// The label that keeps a Service off the public domain.
 pub const VISIBILITY_LABEL: &str = "networking.knative.dev/visibility";
 
@@ -65,6 +68,13 @@ impl Service {
             if key.starts_with("autoscaling.knative.dev") {
                 errors.push(format!(
                     "invalid key name {key:?}: metadata.annotations\nautoscaling annotations must be put under \"spec.template.metadata.annotations\" to work"
+                ));
+            }
+        }
+        if let Some(v) = self.metadata.annotations.get(ROLLOUT_DURATION) {
+            if !crate::kpa::goparse::duration(v).is_ok_and(|d| !d.is_negative()) {
+                errors.push(format!(
+                    "invalid value: {v}: metadata.annotations.{ROLLOUT_DURATION}"
                 ));
             }
         }
@@ -95,6 +105,14 @@ impl Service {
         }
         errors.extend(traffic::validate(&self.spec.traffic, "spec.traffic"));
         errors
+    }
+
+    /// Its gradual rollout's duration in seconds: the annotation, else `config`'s.
+    pub fn rollout_duration(&self, config: i64) -> f64 {
+        match self.metadata.annotations.get(ROLLOUT_DURATION) {
+            Some(v) => crate::kpa::goparse::duration(v).map_or(0.0, |d| d.std().as_secs_f64()),
+            None => config as f64,
+        }
     }
 
     /// Labelled cluster-local: no public URL.

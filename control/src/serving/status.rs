@@ -116,6 +116,8 @@ pub struct RouteFacts<'a> {
     pub error: Option<&'a TrafficError>,
     /// The traffic last programmed (kept through an error, as the KIngress is).
     pub traffic: Option<&'a [TrafficStatus]>,
+    /// A gradual rollout is moving traffic.
+    pub rolling: bool,
 }
 
 /// A Revision's status: `Ready` = `ResourcesAvailable` ∧ `ContainerHealthy`; `Active` is
@@ -197,6 +199,11 @@ pub fn route_ready(r: &RouteFacts) -> Condition {
         },
     };
     let ingress = match r.traffic {
+        Some(_) if r.rolling => unknown(
+            "IngressReady",
+            "RolloutInProgress",
+            "A gradual rollout of the latest revision(s) is in progress.",
+        ),
         Some(_) => condition("IngressReady"),
         None => unknown(
             "IngressReady",

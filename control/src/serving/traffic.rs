@@ -190,9 +190,15 @@ pub fn flatten(
     if let Some(e) = worst {
         return Err(e);
     }
-    // One status entry per (tag, revision, latestRevision), in spec order, percents summed.
+    let status = statuses(&targets, tag_url);
+    Ok((targets, status))
+}
+
+/// `status.traffic` of resolved targets: one entry per (tag, revision, latestRevision), in
+/// order, percents summed; tagged ones with their URL.
+pub fn statuses(targets: &[Target], tag_url: impl Fn(&str) -> String) -> Vec<TrafficStatus> {
     let mut status: Vec<TrafficStatus> = Vec::new();
-    for t in &targets {
+    for t in targets {
         let latest = t.configuration.is_some();
         match status.iter_mut().find(|s| {
             s.tag == t.tag && s.revision_name == t.revision && s.latest_revision == latest
@@ -207,7 +213,7 @@ pub fn flatten(
             }),
         }
     }
-    Ok((targets, status))
+    status
 }
 
 fn pinned(

@@ -34,6 +34,7 @@ fn a_ready_service_names_its_revision_everywhere() {
             address: ADDRESS,
             error: None,
             traffic: Some(&t),
+            rolling: false,
         },
     );
     assert_eq!(
@@ -83,6 +84,7 @@ fn a_first_revision_starting_has_a_url_but_no_address() {
             address: ADDRESS,
             error: Some(&e),
             traffic: None,
+            rolling: false,
         },
     );
     assert_eq!(s.url, URL);
@@ -116,6 +118,7 @@ fn a_failed_new_revision_fails_the_configuration_and_keeps_the_old_traffic() {
             address: ADDRESS,
             error: None,
             traffic: Some(&t),
+            rolling: false,
         },
     );
     assert_eq!(
@@ -155,6 +158,7 @@ fn a_missing_pinned_revision_is_a_false_route_and_the_old_traffic_stays() {
             address: ADDRESS,
             error: Some(&e),
             traffic: Some(&t),
+            rolling: false,
         },
     );
     assert_eq!(
@@ -242,4 +246,33 @@ fn a_configuration_is_ready_once_its_latest_created_is_its_latest_ready() {
         };
         assert_eq!(configuration_ready(&c).status, want, "{c:?}");
     }
+}
+
+/// §4.4: while a gradual rollout moves traffic, the Route is not yet Ready.
+#[test]
+fn a_rollout_in_progress_keeps_the_route_unknown() {
+    let t = traffic("hello-00002");
+    let s = service_status(
+        2,
+        &ConfigurationFacts {
+            latest_created: Some("hello-00002"),
+            latest_ready: Some("hello-00002"),
+            latest_failed: None,
+        },
+        &RouteFacts {
+            url: URL,
+            address: ADDRESS,
+            error: None,
+            traffic: Some(&t),
+            rolling: true,
+        },
+    );
+    assert_eq!(
+        conditions(&s.conditions)[2],
+        ("RoutesReady", Status::Unknown, "RolloutInProgress")
+    );
+    assert_eq!(
+        s.conditions[2].message,
+        "A gradual rollout of the latest revision(s) is in progress."
+    );
 }
