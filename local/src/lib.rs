@@ -1,7 +1,10 @@
-//! `knoxy local` (contract `autoscaler-local.md`): Knative Services on one machine. So far
-//! the [`supervisor`] (each instance of a revision is a local process, the container's
-//! command, behind its own `knoxy-queue`, as a pod would be) and the [`snapshot`] of
-//! Kubernetes-shaped objects the gateway derives its table from.
+//! `knoxy local` (contract `autoscaler-local.md`): Knative Services on one machine. The
+//! [`input`] (Services, DomainMappings, Knative's ConfigMaps, the image map) is reconciled by
+//! the [`controller`] as Knative's reconcilers would (revisions, traffic, rollouts, GC,
+//! status); each revision's instances are local processes behind their own `knoxy-queue`
+//! ([`supervisor`]), scaled by the KPA from what [`scrape`] reads and the gateway's activator
+//! reports; the [`snapshot`] of Kubernetes-shaped objects is what the gateway serves; [`run`]
+//! is the loop on its own thread and [`view`] what the operator sees.
 
 #![forbid(unsafe_code)]
 
