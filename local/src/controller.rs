@@ -351,7 +351,7 @@ impl Controller {
             // Scrape a sample of the ready instances, standing for all of them (once a
             // second: a step that an activator's report brought adds nothing twice).
             let ready: Vec<&Running> = rev.instances.iter().filter(|r| r.ready).collect();
-            if now > self.last_scraped {
+            if now > self.last_scraped && !rev.kpa.activator_only() {
                 let n = collector::sample_size(ready.len());
                 let samples: Vec<Sample> = ready
                     .iter()
@@ -734,6 +734,7 @@ impl Controller {
                 claimed_by,
                 autocreate: self.input.autocreate_claims,
                 resolved: resolved.clone(),
+                scheme: self.input.network.external_scheme.clone(),
             };
             let status = domainmapping::status(dm, &facts);
             let ready = status
@@ -861,6 +862,8 @@ fn roll_out(
 fn health(r: &Revision) -> Health {
     match (&r.failed, r.ever_ready) {
         (_, true) => Health::Healthy,
+        // `initial-scale: 0` (allowed): no pod is needed to be Ready (§5 item 36).
+        (None, false) if r.kpa.initial_scale() == 0 => Health::Healthy,
         (Some(why), false) => Health::Failed(why.clone()),
         (None, false) if r.timed_out => Health::NeverReady,
         (None, false) => Health::Deploying,

@@ -374,6 +374,20 @@ fn network(data: &BTreeMap<String, String>) -> Result<Network, String> {
             *slot = t.clone();
         }
     }
+    // The kebab-case key wins over the legacy camelCase one.
+    let scheme = data
+        .get("default-external-scheme")
+        .or_else(|| data.get("defaultExternalScheme"));
+    if let Some(scheme) = scheme {
+        match scheme.to_ascii_lowercase().as_str() {
+            s @ ("http" | "https") => net.external_scheme = s.to_owned(),
+            other => {
+                return Err(format!(
+                    "default-external-scheme: {other:?} is not http or https"
+                ))
+            }
+        }
+    }
     if let Some(p) = data.get("http-protocol") {
         match p.as_str() {
             "enabled" | "redirected" | "disabled" => net.http_protocol = p.clone(),

@@ -419,3 +419,33 @@ async fn a_gradual_rollout_moves_traffic_in_steps() {
     assert!(reasons.contains("RolloutInProgress"), "{reasons:?}");
     local.stop();
 }
+
+/// §5 item 36: `initial-scale: 0` (allowed) starts no instance, yet the Service is Ready,
+/// and its first request brings one up.
+#[tokio::test]
+async fn initial_scale_zero_starts_nothing_and_is_ready() {
+    let dir = TempDir::new("local-initial-zero");
+    dir.write(
+        "config.yaml",
+        &format!(
+            "{IMAGES}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: config-autoscaler, namespace: knative-serving}}
+data: {{allow-zero-initial-scale: 'true'}}
+"
+        ),
+    );
+    let lazy = "    metadata: {annotations: {autoscaling.knative.dev/initial-scale: '0'}}\n";
+    dir.write("lazy.yaml", &hello("lazy", "Lazy", lazy, ""));
+    let local = Local::start(&dir.0);
+    let view = local
+        .until("lazy ready", Duration::from_secs(30), |v| ready(v, "lazy"))
+        .await;
+    assert_eq!(revision(&view, "lazy-00001")["instances"], 0, "{view:#}");
+    assert_eq!(
+        answer(&local, "lazy.default.example.com", Duration::from_secs(10)).await,
+        "Hello Lazy!\n"
+    );
+    local.stop();
+}

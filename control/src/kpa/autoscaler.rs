@@ -118,6 +118,17 @@ impl RevisionScaler {
         self.outcome
     }
 
+    /// Its scale at creation (`initial-scale`).
+    pub fn initial_scale(&self) -> u32 {
+        self.bounds.initial
+    }
+
+    /// Target burst capacity -1: the activator is always in the path and reports every
+    /// request, so the queues are never scraped (§2.2).
+    pub fn activator_only(&self) -> bool {
+        self.decider.spec().target_burst_capacity < 0.0
+    }
+
     /// The replicas last applied.
     pub fn replicas(&self) -> Option<u32> {
         self.scaler.replicas()
@@ -208,6 +219,17 @@ mod tests {
             Some(9),
             "the decider asks for 9"
         );
+    }
+
+    #[test]
+    fn unlimited_burst_capacity_means_the_activator_alone_reports() {
+        let config = AutoscalerConfig::default();
+        let kpa = RevisionScaler::new(&seed(&[]), 0, &config, 0, 1);
+        assert!(!kpa.activator_only());
+        let all = RevisionScaler::new(&seed(&[("target-burst-capacity", "-1")]), 0, &config, 0, 1);
+        assert!(all.activator_only());
+        let lazy = RevisionScaler::new(&seed(&[("initial-scale", "3")]), 0, &config, 0, 1);
+        assert_eq!(lazy.initial_scale(), 3);
     }
 
     #[test]

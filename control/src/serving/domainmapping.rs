@@ -80,6 +80,8 @@ pub struct Facts {
     pub autocreate: bool,
     /// The reference's resolved address, or why it did not resolve.
     pub resolved: Result<String, String>,
+    /// `default-external-scheme`.
+    pub scheme: String,
 }
 
 impl DomainMapping {
@@ -164,7 +166,7 @@ pub fn status(dm: &DomainMapping, facts: &Facts) -> DomainMappingStatus {
         },
         None => condition("Ready", Status::True, "", ""),
     };
-    let url = format!("http://{}", dm.metadata.name);
+    let url = format!("{}://{}", facts.scheme, dm.metadata.name);
     let mut conditions = vec![cert, claimed, ingress, ready, resolved];
     conditions.sort_by_key(|c| c.kind);
     DomainMappingStatus {

@@ -52,6 +52,8 @@ pub struct Network {
     pub ingress_class: String,
     /// `enabled`, `redirected` or `disabled`.
     pub http_protocol: String,
+    /// The scheme of public URLs (`default-external-scheme`): `http` or `https`.
+    pub external_scheme: String,
 }
 
 impl Default for Network {
@@ -63,6 +65,7 @@ impl Default for Network {
             cluster_domain: "cluster.local".to_owned(),
             ingress_class: crate::kingress::KNOXY_INGRESS_CLASS.to_owned(),
             http_protocol: "enabled".to_owned(),
+            external_scheme: "http".to_owned(),
         }
     }
 }
@@ -196,7 +199,8 @@ pub fn url(route: &str, namespace: &str, tag: &str, net: &Network) -> String {
     let hostname = host_name(route, tag, &net.tag_template);
     match &net.domain {
         Some(domain) => format!(
-            "http://{}",
+            "{}://{}",
+            net.external_scheme,
             fill(
                 &net.domain_template,
                 &[

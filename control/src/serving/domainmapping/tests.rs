@@ -81,6 +81,7 @@ fn a_mapping_is_ready_once_its_domain_is_claimed_and_its_ref_resolves() {
             claimed_by: claimed_by.map(str::to_owned),
             autocreate,
             resolved,
+            scheme: "http".to_owned(),
         };
         let s = status(&dm, &facts);
         assert_eq!(
@@ -97,6 +98,7 @@ fn a_mapping_is_ready_once_its_domain_is_claimed_and_its_ref_resolves() {
             claimed_by: None,
             autocreate: true,
             resolved: Ok(String::new()),
+            scheme: "https".to_owned(),
         },
     )
     .conditions

@@ -209,3 +209,39 @@ fn the_http_option_comes_from_the_annotation_else_the_config() {
         ["hello-default.example.com"]
     );
 }
+
+/// §5 items 10, 11, 13, 14: the URLs a Route's status names.
+#[test]
+fn urls_follow_the_domain_and_tag_templates_and_the_external_scheme() {
+    let net = Network::default();
+    assert_eq!(
+        url("hello", "default", "", &net),
+        "http://hello.default.example.com"
+    );
+    assert_eq!(
+        url("hello", "default", "candidate", &net),
+        "http://candidate-hello.default.example.com"
+    );
+    let local = Network {
+        domain: None,
+        ..Network::default()
+    };
+    assert_eq!(
+        url("hello", "default", "", &local),
+        "http://hello.default.svc.cluster.local"
+    );
+    let custom = Network {
+        domain_template: "{{.Name}}-{{.Namespace}}.{{.Domain}}".into(),
+        tag_template: "{{.Name}}-{{.Tag}}".into(),
+        external_scheme: "https".into(),
+        ..Network::default()
+    };
+    assert_eq!(
+        url("hello", "default", "", &custom),
+        "https://hello-default.example.com"
+    );
+    assert_eq!(
+        url("hello", "default", "candidate", &custom),
+        "https://hello-candidate-default.example.com"
+    );
+}
