@@ -297,13 +297,7 @@ impl AutoscalerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::data;
 
     #[test]
     fn absent_keys_keep_knatives_defaults_and_unknown_ones_are_ignored() {

@@ -167,13 +167,7 @@ impl Defaults {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::data;
 
     #[test]
     fn the_configmap_is_checked_in_knatives_words() {

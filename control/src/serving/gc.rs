@@ -146,13 +146,7 @@ impl GcConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::data;
 
     fn rev(name: &str, at: i64, reserve: bool) -> Candidate {
         Candidate {

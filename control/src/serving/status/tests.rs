@@ -19,23 +19,41 @@ fn traffic(rev: &str) -> Vec<TrafficStatus> {
 const URL: &str = "http://hello.default.example.com";
 const ADDRESS: &str = "http://hello.default.svc.cluster.local";
 
-#[test]
-fn a_ready_service_names_its_revision_everywhere() {
-    let t = traffic("hello-00001");
-    let s = service_status(
-        1,
+/// `hello`'s status at `generation` from its Configuration's latest created, ready and
+/// failure, and its Route's error, programmed traffic and rollout.
+fn service(
+    generation: u64,
+    [latest_created, latest_ready, latest_failed]: [Option<&str>; 3],
+    error: Option<&TrafficError>,
+    traffic: Option<&[TrafficStatus]>,
+    rolling: bool,
+) -> ServiceStatus {
+    service_status(
+        generation,
         &ConfigurationFacts {
-            latest_created: Some("hello-00001"),
-            latest_ready: Some("hello-00001"),
-            latest_failed: None,
+            latest_created,
+            latest_ready,
+            latest_failed,
         },
         &RouteFacts {
             url: URL,
             address: ADDRESS,
-            error: None,
-            traffic: Some(&t),
-            rolling: false,
+            error,
+            traffic,
+            rolling,
         },
+    )
+}
+
+#[test]
+fn a_ready_service_names_its_revision_everywhere() {
+    let t = traffic("hello-00001");
+    let s = service(
+        1,
+        [Some("hello-00001"), Some("hello-00001"), None],
+        None,
+        Some(&t),
+        false,
     );
     assert_eq!(
         conditions(&s.conditions),
@@ -72,21 +90,7 @@ fn a_first_revision_starting_has_a_url_but_no_address() {
         reason: "RevisionMissing",
         message: "Configuration \"hello\" is waiting for a Revision to become ready.".into(),
     };
-    let s = service_status(
-        1,
-        &ConfigurationFacts {
-            latest_created: Some("hello-00001"),
-            latest_ready: None,
-            latest_failed: None,
-        },
-        &RouteFacts {
-            url: URL,
-            address: ADDRESS,
-            error: Some(&e),
-            traffic: None,
-            rolling: false,
-        },
-    );
+    let s = service(1, [Some("hello-00001"), None, None], Some(&e), None, false);
     assert_eq!(s.url, URL);
     assert_eq!(s.address, None);
     assert!(s.traffic.is_empty());
@@ -106,20 +110,16 @@ fn a_first_revision_starting_has_a_url_but_no_address() {
 #[test]
 fn a_failed_new_revision_fails_the_configuration_and_keeps_the_old_traffic() {
     let t = traffic("hello-00001");
-    let s = service_status(
+    let s = service(
         2,
-        &ConfigurationFacts {
-            latest_created: Some("hello-00002"),
-            latest_ready: Some("hello-00001"),
-            latest_failed: Some("exit status: 1"),
-        },
-        &RouteFacts {
-            url: URL,
-            address: ADDRESS,
-            error: None,
-            traffic: Some(&t),
-            rolling: false,
-        },
+        [
+            Some("hello-00002"),
+            Some("hello-00001"),
+            Some("exit status: 1"),
+        ],
+        None,
+        Some(&t),
+        false,
     );
     assert_eq!(
         conditions(&s.conditions),
@@ -146,20 +146,12 @@ fn a_missing_pinned_revision_is_a_false_route_and_the_old_traffic_stays() {
         reason: "RevisionMissing",
         message: "Revision \"x\" referenced in traffic not found.".into(),
     };
-    let s = service_status(
+    let s = service(
         2,
-        &ConfigurationFacts {
-            latest_created: Some("hello-00001"),
-            latest_ready: Some("hello-00001"),
-            latest_failed: None,
-        },
-        &RouteFacts {
-            url: URL,
-            address: ADDRESS,
-            error: Some(&e),
-            traffic: Some(&t),
-            rolling: false,
-        },
+        [Some("hello-00001"), Some("hello-00001"), None],
+        Some(&e),
+        Some(&t),
+        false,
     );
     assert_eq!(
         conditions(&s.conditions),
@@ -252,20 +244,12 @@ fn a_configuration_is_ready_once_its_latest_created_is_its_latest_ready() {
 #[test]
 fn a_rollout_in_progress_keeps_the_route_unknown() {
     let t = traffic("hello-00002");
-    let s = service_status(
+    let s = service(
         2,
-        &ConfigurationFacts {
-            latest_created: Some("hello-00002"),
-            latest_ready: Some("hello-00002"),
-            latest_failed: None,
-        },
-        &RouteFacts {
-            url: URL,
-            address: ADDRESS,
-            error: None,
-            traffic: Some(&t),
-            rolling: true,
-        },
+        [Some("hello-00002"), Some("hello-00002"), None],
+        None,
+        Some(&t),
+        true,
     );
     assert_eq!(
         conditions(&s.conditions)[2],
