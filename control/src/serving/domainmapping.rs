@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::status::{Address, Condition};
-use super::traffic::Status;
+use super::status::{all, condition, Address, Condition};
+use super::traffic::{dns1123, Status};
 use crate::kingress::{
     HttpIngressPath, HttpIngressRuleValue, IngressBackendSplit, IngressRule, IngressSpec,
     IntOrString, KIngress, ObjectMeta, INGRESS_CLASS_ANNOTATION,
@@ -154,18 +154,7 @@ pub fn status(dm: &DomainMapping, facts: &Facts) -> DomainMappingStatus {
         "TLSNotEnabled",
         "external-domain-tls is not enabled",
     );
-    let parts = [&claimed, &resolved, &ingress, &cert];
-    let worst = parts
-        .iter()
-        .find(|c| c.status == Status::False)
-        .or_else(|| parts.iter().find(|c| c.status == Status::Unknown));
-    let ready = match worst {
-        Some(c) => Condition {
-            kind: "Ready",
-            ..(*c).clone()
-        },
-        None => condition("Ready", Status::True, "", ""),
-    };
+    let ready = all("Ready", &[&claimed, &resolved, &ingress, &cert]);
     let url = format!("{}://{}", facts.scheme, dm.metadata.name);
     let mut conditions = vec![cert, claimed, ingress, ready, resolved];
     conditions.sort_by_key(|c| c.kind);
@@ -230,25 +219,7 @@ pub fn ingress(dm: &DomainMapping, address: &str, class: &str) -> KIngress {
 
 /// A fully qualified domain name: at least two DNS-1123 labels, at most 253 characters.
 fn fqdn(name: &str) -> bool {
-    let label = |l: &str| {
-        let b = l.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-    };
-    name.len() <= 253 && name.contains('.') && name.split('.').all(label)
-}
-
-fn condition(kind: &'static str, status: Status, reason: &str, message: &str) -> Condition {
-    Condition {
-        kind,
-        status,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-    }
+    name.len() <= 253 && name.contains('.') && name.split('.').all(dns1123)
 }
 
 #[cfg(test)]

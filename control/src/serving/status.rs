@@ -129,10 +129,7 @@ pub fn revision_status(
     desired: Option<u32>,
 ) -> RevisionStatus {
     let (resources, container) = match health {
-        Health::Healthy => (
-            condition("ResourcesAvailable"),
-            condition("ContainerHealthy"),
-        ),
+        Health::Healthy => (true_("ResourcesAvailable"), true_("ContainerHealthy")),
         Health::Deploying => (
             unknown("ResourcesAvailable", "Deploying", ""),
             unknown("ContainerHealthy", "Deploying", ""),
@@ -151,7 +148,7 @@ pub fn revision_status(
         ),
     };
     let active = match activity {
-        Activity::Active => condition("Active"),
+        Activity::Active => true_("Active"),
         Activity::Queued => unknown(
             "Active",
             "Queued",
@@ -181,7 +178,7 @@ pub fn configuration_ready(c: &ConfigurationFacts) -> Condition {
             "RevisionFailed",
             &format!("Revision {name:?} failed with message: {why}."),
         ),
-        _ if c.latest_created.is_some() && c.latest_created == c.latest_ready => condition("Ready"),
+        _ if c.latest_created.is_some() && c.latest_created == c.latest_ready => true_("Ready"),
         _ => unknown("Ready", "", ""),
     }
 }
@@ -190,7 +187,7 @@ pub fn configuration_ready(c: &ConfigurationFacts) -> Condition {
 /// (the gateway serves a KIngress as soon as it is handed over; no TLS locally).
 pub fn route_ready(r: &RouteFacts) -> Condition {
     let assigned = match r.error {
-        None => condition("AllTrafficAssigned"),
+        None => true_("AllTrafficAssigned"),
         Some(e) => Condition {
             kind: "AllTrafficAssigned",
             status: e.status,
@@ -204,7 +201,7 @@ pub fn route_ready(r: &RouteFacts) -> Condition {
             "RolloutInProgress",
             "A gradual rollout of the latest revision(s) is in progress.",
         ),
-        Some(_) => condition("IngressReady"),
+        Some(_) => true_("IngressReady"),
         None => unknown(
             "IngressReady",
             "IngressNotConfigured",
@@ -214,7 +211,7 @@ pub fn route_ready(r: &RouteFacts) -> Condition {
     let cert = Condition {
         reason: "TLSNotEnabled".to_owned(),
         message: "external-domain-tls is not enabled".to_owned(),
-        ..condition("CertificateProvisioned")
+        ..true_("CertificateProvisioned")
     };
     all("Ready", &[&assigned, &ingress, &cert])
 }
@@ -250,7 +247,7 @@ pub fn service_status(
 
 /// The conjunction of `parts` as Knative's condition sets compute it: the first False,
 /// else the first Unknown (with its reason and message), else True.
-fn all(kind: &'static str, parts: &[&Condition]) -> Condition {
+pub(crate) fn all(kind: &'static str, parts: &[&Condition]) -> Condition {
     let worst = parts
         .iter()
         .find(|c| c.status == Status::False)
@@ -262,35 +259,34 @@ fn all(kind: &'static str, parts: &[&Condition]) -> Condition {
             reason: c.reason.clone(),
             message: c.message.clone(),
         },
-        None => condition(kind),
+        None => condition(kind, Status::True, "", ""),
     }
 }
 
-fn condition(kind: &'static str) -> Condition {
+pub(crate) fn condition(
+    kind: &'static str,
+    status: Status,
+    reason: &str,
+    message: &str,
+) -> Condition {
     Condition {
         kind,
-        status: Status::True,
-        reason: String::new(),
-        message: String::new(),
+        status,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
     }
+}
+
+fn true_(kind: &'static str) -> Condition {
+    condition(kind, Status::True, "", "")
 }
 
 fn unknown(kind: &'static str, reason: &str, message: &str) -> Condition {
-    Condition {
-        kind,
-        status: Status::Unknown,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-    }
+    condition(kind, Status::Unknown, reason, message)
 }
 
 fn false_(kind: &'static str, reason: &str, message: &str) -> Condition {
-    Condition {
-        kind,
-        status: Status::False,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-    }
+    condition(kind, Status::False, reason, message)
 }
 
 fn sorted(mut conditions: Vec<Condition>) -> Vec<Condition> {

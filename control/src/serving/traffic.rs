@@ -299,10 +299,19 @@ fn latest_of(
 /// A DNS-1035 label: lower-case letters, digits and '-', starting with a letter, ending
 /// with a letter or digit, at most 63 characters.
 pub fn dns1035(s: &str) -> bool {
+    label(s, u8::is_ascii_lowercase)
+}
+
+/// A DNS-1123 label: as DNS-1035, but it may start with a digit.
+pub fn dns1123(s: &str) -> bool {
+    label(s, u8::is_ascii_alphanumeric)
+}
+
+fn label(s: &str, first: fn(&u8) -> bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b[0].is_ascii_lowercase()
+        && first(&b[0])
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
