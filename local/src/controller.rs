@@ -44,6 +44,8 @@ const EVENTS: usize = 50;
 pub struct Controller {
     /// The `knoxy-queue` binary.
     queue: PathBuf,
+    /// What starts instances so that they die with us (see [`Controller::launch_with`]).
+    launcher: Option<PathBuf>,
     /// Where a bare command name is looked for first (the directory of knoxy's binaries).
     search: Vec<PathBuf>,
     input: Input,
@@ -112,6 +114,7 @@ impl Controller {
     pub fn new(queue: PathBuf, search: Vec<PathBuf>) -> Controller {
         Controller {
             queue,
+            launcher: None,
             search,
             input: Input::default(),
             configurations: BTreeMap::new(),
@@ -130,6 +133,12 @@ impl Controller {
             unlogged: Vec::new(),
             now: 0,
         }
+    }
+
+    /// Starts instances through `launcher` (knoxy's own binary), so that they die with
+    /// this process even when it is killed.
+    pub fn launch_with(&mut self, launcher: PathBuf) {
+        self.launcher = Some(launcher);
     }
 
     /// Applies a new reading of the inputs at second `now`: a changed template makes a new
@@ -290,6 +299,7 @@ impl Controller {
             container_concurrency: settings.container_concurrency,
             timeout_seconds: i64::try_from(settings.timeout.as_secs()).unwrap_or(300),
             queue: self.queue.clone(),
+            launcher: self.launcher.clone(),
         })
     }
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub queue: PathBuf,
     /// Where bare command names are looked for first.
     pub search: Vec<PathBuf>,
+    /// What starts instances so that they die with knoxy local (knoxy's own binary).
+    pub launcher: Option<PathBuf>,
     /// Where the gateway answers, once its listeners are bound (for the curl lines).
     pub gateway: Arc<OnceLock<Gateway>>,
 }
@@ -122,6 +124,9 @@ async fn run(
         Err(e) => eprintln!("knoxy local: the autoscaler socket: {e}"),
     }
     let mut controller = Controller::new(options.queue.clone(), options.search.clone());
+    if let Some(launcher) = &options.launcher {
+        controller.launch_with(launcher.clone());
+    }
     let mut operator = Operator::new(std::io::stdout().is_terminal());
     if operator.terminal {
         // The view is redrawn in place: the instances' output goes to files.

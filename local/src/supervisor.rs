@@ -31,7 +31,13 @@ pub struct InstanceSpec {
     pub timeout_seconds: i64,
     /// The `knoxy-queue` binary.
     pub queue: PathBuf,
+    /// A binary that runs [`exec_with_parent`] when given [`EXEC_WITH_PARENT`] (knoxy
+    /// itself): the app and queue then die with knoxy local, even when it is killed.
+    pub launcher: Option<PathBuf>,
 }
+
+/// The argument that makes the launcher run [`exec_with_parent`].
+pub const EXEC_WITH_PARENT: &str = "__knoxy-exec-with-parent";
 
 /// A running instance: its app and its queue.
 pub struct Instance {
@@ -56,7 +62,7 @@ impl Instance {
             return Err(format!("{name}: the container has no command to run"));
         };
         let app_port = free_port().map_err(|e| format!("{name}: a free port: {e}"))?;
-        let mut app = Command::new(program);
+        let mut app = launched(spec, program);
         app.args(args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PORT", app_port.to_string())
@@ -69,7 +75,7 @@ impl Instance {
             .map_err(|e| format!("{name}: starting {program:?}: {e}"))?;
         forward_output(&mut app, format!("{name} app"), None);
 
-        let mut queue = Command::new(&spec.queue);
+        let mut queue = launched(spec, &spec.queue);
         queue
             .envs(queue_env(spec, app_port))
             .stdin(Stdio::null())
@@ -203,6 +209,37 @@ fn queue_env(spec: &InstanceSpec, app_port: u16) -> Vec<(&'static str, String)> 
     ]
 }
 
+/// `program`, through the spec's launcher if it has one.
+fn launched(spec: &InstanceSpec, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match &spec.launcher {
+        Some(launcher) => {
+            let mut c = Command::new(launcher);
+            c.arg(EXEC_WITH_PARENT)
+                .arg(std::process::id().to_string())
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The launcher's side (`EXEC_WITH_PARENT PPID PROGRAM ARGS...`): asks the kernel to kill
+/// this process when its parent goes (PR_SET_PDEATHSIG, which survives the exec), gives up
+/// if the parent PPID is already gone, then becomes PROGRAM. Returns only on failure.
+pub fn exec_with_parent(args: &[String]) -> String {
+    let [ppid, program, rest @ ..] = args else {
+        return format!("usage: knoxy {EXEC_WITH_PARENT} PPID PROGRAM [ARGS...]");
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return format!("PR_SET_PDEATHSIG: {e}");
+    }
+    if nix::unistd::getppid().to_string() != *ppid {
+        return format!("the parent {ppid} is gone");
+    }
+    let e = Command::new(program).args(rest).exec();
+    format!("{program}: {e}")
+}
+
 /// Knative's default `config-logging` `zap-logger-config`, as its revision controller passes it.
 const LOGGING_CONFIG: &str = r#"{"level":"info","development":false,"outputPaths":["stdout"],"errorOutputPaths":["stderr"],"encoding":"json","encoderConfig":{"timeKey":"timestamp","levelKey":"severity","nameKey":"logger","callerKey":"caller","messageKey":"message","stacktraceKey":"stacktrace","lineEnding":"","levelEncoder":"","timeEncoder":"iso8601","durationEncoder":"","callerEncoder":""}}"#;
 
@@ -329,6 +366,7 @@ mod tests {
             container_concurrency: 0,
             timeout_seconds: 300,
             queue: PathBuf::from("/nonexistent"),
+            launcher: None,
         };
         let e = Instance::start(&spec, "hello-00001-1")
             .err()

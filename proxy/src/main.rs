@@ -145,11 +145,19 @@ struct Tables {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    // `knoxy local` starts its instances through this binary, to tie them to its life.
+    if argv.first().map(String::as_str) == Some(knoxy_local::supervisor::EXEC_WITH_PARENT) {
+        eprintln!(
+            "knoxy: {}",
+            knoxy_local::supervisor::exec_with_parent(&argv[1..])
+        );
+        return ExitCode::from(127);
+    }
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
     let local_paths = local_mode(&mut argv);
     let mut args = match parse_args(argv.into_iter()) {
         Ok(a) => a,
@@ -578,6 +586,7 @@ fn start_local(
         paths,
         queue: beside.join("knoxy-queue"),
         search: vec![beside],
+        launcher: std::env::current_exe().ok(),
         gateway,
     };
     let running = knoxy_local::run::start(options, move |snap| {

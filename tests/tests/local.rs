@@ -71,3 +71,42 @@ async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
         assert!(!alive(pid), "{pid} outlived the gateway");
     }
 }
+
+#[tokio::test]
+async fn a_killed_knoxy_local_takes_its_instances_along() {
+    let dir = TempDir::new("local-killed");
+    dir.write("greeter.yaml", HELLO);
+    let mut gw = Proc::builder("knoxy")
+        .args(["local", dir.0.to_str().unwrap()])
+        .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+        .args([
+            "--private-http",
+            "127.0.0.1:0",
+            "--private-https",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin", "127.0.0.1:0"])
+        .wait_for(&["public", "admin"])
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let (status, _, _) = get_host(&gw, "public", "greeter.default.example.com", "/").await;
+        let kids = children(gw.pid());
+        if status == StatusCode::OK && kids.len() == 2 {
+            break kids;
+        }
+        assert!(Instant::now() < deadline, "{status}, children {kids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // No drain, no cleanup code runs: the kernel ends them (PR_SET_PDEATHSIG).
+    gw.signal(Signal::SIGKILL);
+    gw.wait_exit(Duration::from_secs(10)).expect("killed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "outlived a SIGKILLed knoxy local: {started:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

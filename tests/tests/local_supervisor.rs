@@ -19,6 +19,7 @@ fn spec() -> InstanceSpec {
         container_concurrency: 0,
         timeout_seconds: 300,
         queue: bin_path("knoxy-queue"),
+        launcher: None,
     }
 }
 
