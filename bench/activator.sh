@@ -9,6 +9,9 @@
 # proxy per request.
 #
 #   bench/activator.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 8 s; CC=0, WRK_ARGS)
+#   RATE=6000 bench/activator.sh ...           (every system at the same offered load, with hey:
+#                                               the closed-loop run charges the slower chain for
+#                                               its fewer requests per wakeup)
 # Writes bench/results/activator-<date>.md and prints it.
 set -euo pipefail
 ROUNDS=${1:-5}
@@ -67,8 +70,9 @@ sed -e "s/127.0.0.1:$HAPROXY\$/127.0.0.1:$HAPROXY_CHAIN/" -e "s/server s1 127.0.
   "$WORK/haproxy.cfg" > "$WORK/haproxy-chain.cfg"
 haproxy -f "$WORK/haproxy-chain.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HAPROXY_CHAIN_PID=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$HAPROXY_CHAIN/" && break; sleep 0.1; done
-HOST=hello.example.com run_rounds "the activator's warm path: knoxy gateway (revision throttler, CC=$CC) -> knoxy-queue (CC=$CC) -> backend, vs HAProxy and nginx straight to the backend, 1 thread each, wrk ${WRK_ARGS:--t1 -c50}" \
-  "bench/results/activator-$(date -u +%Y-%m-%d).md" \
+LOAD="wrk ${WRK_ARGS:--t1 -c50}"; [ -n "${RATE:-}" ] && LOAD="$RATE requests/s offered to each (hey)"
+HOST=hello.example.com run_rounds "the activator's warm path: knoxy gateway (revision throttler, CC=$CC) -> knoxy-queue (CC=$CC) -> backend, vs HAProxy and nginx straight to the backend, 1 thread each, $LOAD" \
+  "bench/results/activator${RATE:+-rate$RATE}-$(date -u +%Y-%m-%d).md" \
   "haproxy:$HAPROXY:$HAPROXY_PID" "nginx:$NGINX:$NGINX_PID" \
   "knoxy-gateway:$GATEWAY:$GATEWAY_PID" "knoxy-gateway+queue:$GATEWAY:$GATEWAY_PID,$QUEUE_PID" \
   "haproxy->queue:$HAPROXY_CHAIN:$HAPROXY_CHAIN_PID"

@@ -12,6 +12,7 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v hey >/dev/null || need+=(hey)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
@@ -137,11 +138,22 @@ run_rounds() {
   local title=$1 report=$2; shift 2
   local targets=("$@") raw=$WORK/raw.tsv rss=$WORK/rss.tsv
   local load=${WRK_ARGS:--t1 -c50}
+  # RATE=N: hey offers N requests/s in all from CLIENTS (50) clients instead of wrk's
+  # saturation, so every system is measured at the same load (per-request CPU rises as
+  # fewer requests share each wakeup, and a slower path would otherwise be charged for it).
+  drive() {  # drive PORT SECONDS [--latency]
+    if [ -n "${RATE:-}" ]; then
+      local clients=${CLIENTS:-50}
+      hey -z "$2s" -c "$clients" -q $((RATE / clients)) ${HOST:+-host "$HOST"} "http://127.0.0.1:$1/"
+    else
+      wrk $load -d"$2s" ${3:-} ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$1/"
+    fi
+  }
   cpu() { local sum=0 p; for p in ${1//,/ }; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $sum; }
   for target in "${targets[@]}"; do
     IFS=: read -r name port _ <<<"$target"
     curl -sf -o /dev/null ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" || { echo "$name on $port is not answering" >&2; exit 1; }
-    wrk $load -d2s ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/" >/dev/null  # warm-up: connections, pools, page faults
+    drive "$port" 2 >/dev/null  # warm-up: connections, pools, page faults
   done
   : > "$raw"
   for round in $(seq 1 "$ROUNDS"); do
@@ -149,7 +161,7 @@ run_rounds() {
     for target in "${order[@]}"; do
       IFS=: read -r name port pid <<<"$target"
       before=$(cpu "$pid")
-      result=$(wrk $load -d"${SECS}s" --latency ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$port/")
+      result=$(drive "$port" "$SECS" --latency)
       after=$(cpu "$pid")
       printf '%s\t%s\t%s\t%s\n' "$name" "$round" "$((after - before))" "$(echo "$result" | base64 -w0)" >> "$raw"
       echo "round $round $name done" >&2

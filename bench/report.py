@@ -19,18 +19,33 @@ def ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-rows = defaultdict(dict)
-for line in open(raw):
-    name, rnd, ticks, b64 = line.rstrip("\n").split("\t")
-    out = base64.b64decode(b64).decode()
+def parse_wrk(out):
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
+    return (reqs, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            ms(re.search(r"\s50%\s+(\S+)", out).group(1)), ms(re.search(r"\s99%\s+(\S+)", out).group(1)), errors)
+
+
+def parse_hey(out):
+    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = sum(n for c, n in statuses.items() if c != 200)
+    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]\s+(?:Get|Post)", out))
+    secs = lambda p: float(re.search(rf"\s{p}% in ([\d.]+) secs", out).group(1)) * 1e3
+    return (sum(statuses.values()), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            secs(50), secs(99), errors)
+
+
+rows = defaultdict(dict)
+for line in open(raw):
+    name, rnd, ticks, b64 = line.rstrip("\n").split("\t")
+    out = base64.b64decode(b64).decode()
+    reqs, rps, p50, p99, errors = (parse_hey if "Status code distribution" in out else parse_wrk)(out)
     rows[name][int(rnd)] = {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
-        "p99": ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
         "cpu_us": int(ticks) / hz / max(reqs, 1) * 1e6,
         "errors": errors,
     }
@@ -39,7 +54,14 @@ base = rows["haproxy"]
 
 print(f"# {title} ({rounds} rounds of {secs} s, medians)\n")
 load = os.environ.get("WRK_ARGS", "-t1 -c50")
-print(f"`wrk {load}`, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); systems in a new "
+rate = os.environ.get("RATE")
+if rate:
+    clients = int(os.environ.get("CLIENTS", "50"))
+    load_text = (f"`hey -c {clients} -q {int(rate) // clients}`: {int(rate):,} requests/s offered to every system "
+                 "(each client capped at its share; a system slower than that gets fewer)")
+else:
+    load_text = f"`wrk {load}` (closed loop, at each system's saturation)"
+print(f"{load_text}, HTTP/1.1 keep-alive, 13-byte responses from nginx (1 worker); systems in a new "
       "random order each round; CPU/req = (utime+stime of the proxy) / requests; ratios per round "
       "against HAProxy, then the median; [min-max] over rounds.\n")
 print("| proxy | req/s [min-max] | p50 ms | p99 ms | CPU µs/req | CPU ratio [min-max] | p99 ratio | peak RSS MB | errors |")
