@@ -214,6 +214,32 @@ pub fn url(route: &str, namespace: &str, tag: &str, net: &Network) -> String {
     }
 }
 
+/// Why one of the Route's hosts (its own, then each tag's) is not a name Kubernetes accepts,
+/// in Knative's `ErrorConfig` words: `domain name error: invalid domain name "<host>": ...`.
+pub fn invalid_host<'a>(
+    route: &str,
+    namespace: &str,
+    tags: impl IntoIterator<Item = &'a str>,
+    net: &Network,
+) -> Option<String> {
+    std::iter::once("").chain(tags).find_map(|tag| {
+        let url = url(route, namespace, tag, net);
+        let host = url.split_once("://").map_or(url.as_str(), |(_, h)| h);
+        let why = if host.len() > 253 {
+            Some("must be no more than 253 characters")
+        } else if !host.contains('.') {
+            Some("should be a domain with at least two segments separated by dots")
+        } else if host.split('.').any(|l| l.len() > 63) {
+            Some("must be no more than 63 characters")
+        } else if !host.split('.').all(super::traffic::dns1123) {
+            Some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character")
+        } else {
+            None
+        };
+        why.map(|why| format!("domain name error: invalid domain name {host:?}: {why}"))
+    })
+}
+
 fn host_name(route: &str, tag: &str, template: &str) -> String {
     if tag.is_empty() {
         route.to_owned()

@@ -9,11 +9,11 @@ use knoxy_control::derive::Snapshot;
 use knoxy_control::kingress::KIngress;
 use knoxy_control::serving::domainmapping::{self, unclaimed, Facts};
 use knoxy_control::serving::gc::Candidate;
-use knoxy_control::serving::ingress::{ingress, url, Route, Target};
+use knoxy_control::serving::ingress::{ingress, invalid_host, url, Route, Target};
 use knoxy_control::serving::rollout::Rollout;
 use knoxy_control::serving::status::{service_status, ConfigurationFacts, RouteFacts};
 use knoxy_control::serving::traffic::{
-    defaulted, flatten, statuses, ConfigurationState, RevisionState, Status,
+    defaulted, flatten, statuses, ConfigurationState, RevisionState, Status, TrafficError,
 };
 
 use super::{health, Controller, Programmed};
@@ -84,6 +84,18 @@ impl Controller {
             });
             let duration = svc.rollout_duration(self.input.rollout_duration);
             let mut rolling = false;
+            let tags = |targets: &[Target]| -> Option<String> {
+                let tags = targets.iter().filter_map(|t| t.tag.as_deref());
+                invalid_host(name, ns, tags, &net)
+            };
+            let flattened = flattened.and_then(|(targets, status)| match tags(&targets) {
+                None => Ok((targets, status)),
+                Some(message) => Err(TrafficError {
+                    status: Status::False,
+                    reason: "ErrorConfig",
+                    message,
+                }),
+            });
             let error = match flattened {
                 Ok((targets, _)) => {
                     let (targets, moving) = roll_out(

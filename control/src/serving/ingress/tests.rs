@@ -245,3 +245,19 @@ fn urls_follow_the_domain_and_tag_templates_and_the_external_scheme() {
         "https://hello-candidate-default.example.com"
     );
 }
+
+/// §1.8: a rendered host Kubernetes would refuse is the Route's `ErrorConfig`.
+#[test]
+fn a_host_over_63_characters_a_label_is_named() {
+    let net = Network::default();
+    assert_eq!(invalid_host("hello", "default", ["candidate"], &net), None);
+    let long = "a".repeat(60);
+    assert_eq!(invalid_host(&long, "default", [], &net), None);
+    let got = invalid_host(&long, "default", ["candidate"], &net).expect("too long");
+    assert_eq!(
+        got,
+        format!(
+            "domain name error: invalid domain name \"candidate-{long}.default.example.com\": must be no more than 63 characters"
+        )
+    );
+}
