@@ -27,15 +27,25 @@ PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 
 answers() { curl -sf -H "Host: $1" "http://127.0.0.1:8080$2"; }
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
   answers hello.default.example.com / >/dev/null && answers helloworld.default.example.com / >/dev/null && break
   sleep 0.1
 done
 
+# A failed check says which, with the end of knoxy local's log.
+fail() {
+  echo "demo smoke check failed: $1" >&2
+  tail -20 /tmp/knoxy-local.log /tmp/knoxy-local.out >&2
+  exit 1
+}
 if [ "${1:-}" = "--smoke" ]; then
-  answers hello.default.example.com '/?sleep=10&prime=100&bloat=1' | grep -q 'The largest prime less than 100 is 97.'
-  [ "$(answers helloworld.default.example.com /)" = "Hello Knoxy!" ]
-  curl -sf http://127.0.0.1:9095/metrics | grep -q activator_request_concurrency
+  # Whole answers, then matched: a pipe into `grep -q` can fail curl on a closed pipe.
+  prime=$(answers hello.default.example.com '/?sleep=10&prime=100&bloat=1') || fail "hello did not answer"
+  [[ $prime == *'The largest prime less than 100 is 97.'* ]] || fail "hello answered: $prime"
+  hello=$(answers helloworld.default.example.com /) || fail "helloworld did not answer"
+  [ "$hello" = "Hello Knoxy!" ] || fail "helloworld answered: $hello"
+  metrics=$(curl -sf http://127.0.0.1:9095/metrics) || fail "no /metrics on the admin port"
+  [[ $metrics == *activator_request_concurrency* ]] || fail "no activator metrics"
   kill -TERM $PID
   wait $PID
   trap - EXIT

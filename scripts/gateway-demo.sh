@@ -48,13 +48,21 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# Each check takes the whole answer, then matches (a pipe into `grep -q` can fail curl on a
+# closed pipe), and says what failed.
+expect() {  # expect WHAT PATTERN CURL-ARGS...
+  local what=$1 pattern=$2 got; shift 2
+  got=$(curl -sf "$@") || { echo "demo smoke check failed: $what did not answer" >&2; exit 1; }
+  [[ $got == *$pattern* ]] || { echo "demo smoke check failed: $what answered: $got" >&2; exit 1; }
+}
 if [ "${1:-}" = "--smoke" ]; then
-  curl -sf -H 'Host: hello.default.example.com' http://127.0.0.1:8080/hello | grep -q '"host":"hello.default.example.com"'
-  curl -sf -H 'Host: hello.default.svc' http://127.0.0.1:8081/hello | grep -q '"uri":"/hello"'
-  curl -sf http://127.0.0.1:8012/hello | grep -q '"uri":"/hello"'
-  [ "$(curl -sf -A kube-probe/1.30 -H 'K-Network-Probe: queue' http://127.0.0.1:8012/)" = queue ]
-  curl -sf http://127.0.0.1:9090/metrics -o /dev/null
-  curl -sf http://127.0.0.1:9095/metrics | grep -q knoxy_requests_total
+  expect "the public listener" '"host":"hello.default.example.com"' -H 'Host: hello.default.example.com' http://127.0.0.1:8080/hello
+  expect "the private listener" '"uri":"/hello"' -H 'Host: hello.default.svc' http://127.0.0.1:8081/hello
+  expect "the queue" '"uri":"/hello"' http://127.0.0.1:8012/hello
+  probe=$(curl -sf -A kube-probe/1.30 -H 'K-Network-Probe: queue' http://127.0.0.1:8012/) || probe=
+  [ "$probe" = queue ] || { echo "demo smoke check failed: the queue's probe answered: $probe" >&2; exit 1; }
+  expect "the queue's metrics" "" http://127.0.0.1:9090/metrics
+  expect "the gateway's metrics" knoxy_requests_total http://127.0.0.1:9095/metrics
   echo "demo smoke check passed"
   exit 0
 fi
