@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use knoxy_tests::{alive, bin_path, children, get_host, Proc, Signal, TempDir};
+use knoxy_tests::local::Local;
+use knoxy_tests::{alive, bin_path, children, get_host, Signal, TempDir};
 
 const HELLO: &str = "apiVersion: serving.knative.dev/v1
 kind: Service
@@ -27,19 +28,7 @@ images: {example.org/greeter: [knoxy-helloworld]}
 async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
     let dir = TempDir::new("local");
     dir.write("greeter.yaml", HELLO);
-    let mut gw = Proc::builder("knoxy")
-        .args(["local", dir.0.to_str().unwrap()])
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "127.0.0.1:0",
-            "--private-http",
-            "127.0.0.1:0",
-        ])
-        .args(["--private-https", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .wait_for(&["public", "admin"])
-        .spawn();
+    let mut gw = Local::start(&dir.0).gw;
     assert!(
         gw.wait_for_output(
             "answers at http://greeter.default.example.com/",
@@ -76,18 +65,7 @@ async fn a_service_from_yaml_is_served_and_everything_stops_with_the_gateway() {
 async fn a_killed_knoxy_local_takes_its_instances_along() {
     let dir = TempDir::new("local-killed");
     dir.write("greeter.yaml", HELLO);
-    let mut gw = Proc::builder("knoxy")
-        .args(["local", dir.0.to_str().unwrap()])
-        .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-        .args([
-            "--private-http",
-            "127.0.0.1:0",
-            "--private-https",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin", "127.0.0.1:0"])
-        .wait_for(&["public", "admin"])
-        .spawn();
+    let mut gw = Local::start(&dir.0).gw;
     let deadline = Instant::now() + Duration::from_secs(20);
     let started = loop {
         let (status, _, _) = get_host(&gw, "public", "greeter.default.example.com", "/").await;
