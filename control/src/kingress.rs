@@ -36,6 +36,9 @@ pub struct ObjectMeta {
     /// RFC 3339, as the API server sets it (`2024-05-01T12:00:00Z`); absent in most files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    /// The API server's version of the object; the Kubernetes source takes it off what it keeps.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
 }
 
 impl ObjectMeta {

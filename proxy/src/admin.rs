@@ -39,6 +39,8 @@ pub struct Admin {
     pub autoscaler: Option<Arc<AtomicBool>>,
     /// `knoxy local`'s view as JSON (`/local`).
     pub local: Option<Arc<parking_lot::Mutex<String>>>,
+    /// The Kubernetes source: not ready before its first complete listing is served.
+    pub cluster: Option<knoxy_cluster::source::Running>,
 }
 
 /// The statuses of the table being served, its generation (1 for the first table), and the
@@ -68,7 +70,14 @@ impl Admin {
             ),
             "/status" => (
                 StatusCode::OK,
-                Bytes::from(status_json(&self.status.load())),
+                Bytes::from(status_json(
+                    &self.status.load(),
+                    &self
+                        .cluster
+                        .as_ref()
+                        .map(|c| c.problems())
+                        .unwrap_or_default(),
+                )),
                 "application/json",
             ),
             "/local" if self.local.is_some() => (
@@ -85,7 +94,12 @@ impl Admin {
                 Bytes::from_static(b"draining\n"),
                 "text/plain; charset=utf-8",
             ),
-            // A table is installed before the listeners start, so being up means being ready.
+            "/ready" if self.cluster.as_ref().is_some_and(|c| !c.synced()) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"waiting for the first complete listing of the cluster\n"),
+                "text/plain; charset=utf-8",
+            ),
+            // Files and local mode install a table before the listeners start.
             "/healthz" | "/ready" => (
                 StatusCode::OK,
                 Bytes::from_static(b"ok\n"),
@@ -124,7 +138,8 @@ impl ServerApp for Admin {
     }
 }
 
-fn status_json(status: &Status) -> String {
+/// `problems`: the Kubernetes source's, now (watch errors, objects that do not decode).
+fn status_json(status: &Status, problems: &[String]) -> String {
     let ingresses: Map<String, Value> = status
         .ingresses
         .iter()
@@ -152,7 +167,11 @@ fn status_json(status: &Status) -> String {
                 "object": e.object, "message": e.message})
         })
         .collect();
-    json!({"generation": status.generation, "ingresses": ingresses, "errors": errors}).to_string()
+    let errors = errors
+        .into_iter()
+        .chain(problems.iter().map(|p| json!({"message": p})));
+    json!({"generation": status.generation, "ingresses": ingresses, "errors": errors.collect::<Vec<_>>()})
+        .to_string()
         + "\n"
 }
 
@@ -182,7 +201,8 @@ mod tests {
                 message: "spec.ports[0].port: invalid type".into(),
             }],
         };
-        let json: Value = serde_json::from_str(&status_json(&status)).expect("JSON");
+        let problems = ["cannot watch services: connection refused".to_owned()];
+        let json: Value = serde_json::from_str(&status_json(&status, &problems)).expect("JSON");
         assert_eq!(
             json["ingresses"]["default/x"],
             json!({"ready": false, "reason": "Invalid", "serving": "abc",
@@ -191,7 +211,8 @@ mod tests {
         assert_eq!(
             json["errors"],
             json!([{"file": "/config/y.yaml", "document": 2, "object": "Service default/b",
-                "message": "spec.ports[0].port: invalid type"}])
+                "message": "spec.ports[0].port: invalid type"},
+                {"message": "cannot watch services: connection refused"}])
         );
     }
 }

@@ -76,7 +76,7 @@ mod tls;
 mod upstreams;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -96,7 +96,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy --config-dir DIR [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy (--config-dir DIR | --kubernetes) [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -107,8 +107,16 @@ const TLS_RECORD: usize = 16 * 1024 + 5;
 /// How many times, a second apart, the old process tries to hand its sockets to the new one.
 const UPGRADE_WAIT: usize = 30;
 
+/// Where the objects the table is derived from come from.
+enum Source {
+    /// A watched directory of YAML files.
+    Files(PathBuf),
+    /// The cluster's API server (`--kubernetes`).
+    Kubernetes,
+}
+
 struct Args {
-    config_dir: PathBuf,
+    source: Source,
     /// (label, address) of every listener, in the order they are announced.
     listeners: Vec<(&'static str, SocketAddr)>,
     threads: usize,
@@ -220,14 +228,17 @@ fn main() -> ExitCode {
     if let Some(running) = local {
         *before_exit.lock() = Some(Box::new(move || running.stop()));
     }
-    // The file source's watch lives as long as the gateway.
-    let _watch = if !is_local {
-        match watch_files(&args, &tables) {
-            Ok(watch) => Some(watch),
+    // The source's watch lives as long as the gateway.
+    let (_watch, cluster) = match &args.source {
+        _ if is_local => (None, None),
+        Source::Files(dir) => match watch_files(dir, &tables) {
+            Ok(watch) => (Some(watch), None),
             Err(code) => return code,
-        }
-    } else {
-        None
+        },
+        Source::Kubernetes => match watch_cluster(&tables) {
+            Ok(running) => (None, Some(running)),
+            Err(code) => return code,
+        },
     };
     let listeners = match concrete(&args.listeners) {
         Ok(l) => l,
@@ -360,6 +371,7 @@ fn main() -> ExitCode {
                         draining: Arc::clone(&draining),
                         autoscaler: reporting.then(|| Arc::clone(&connected)),
                         local: local_view.clone(),
+                        cluster: cluster.clone(),
                     },
                 );
                 admin.threads = Some(1);
@@ -398,7 +410,8 @@ impl Tables {
     /// Derives the table from a loaded snapshot and swaps routes and certificates in.
     fn install(&self, snap: &Snapshot, errors: Vec<files::FileError>, started: Instant) {
         let derived = self.deriver.lock().derive(snap);
-        let (certs, problems) = tls::CertStore::build(&derived.table.certs, &self.certs.load());
+        let (certs, cert_problems) =
+            tls::CertStore::build(&derived.table.certs, &self.certs.load());
         self.certs.store(Arc::new(certs));
         let served = Arc::new(Served::new(derived.table, &self.served.load()));
         self.served.store(served);
@@ -425,7 +438,7 @@ impl Tables {
                 other => eprintln!("knoxy: KIngress {key} is not served: {other:?}"),
             }
         }
-        for p in problems {
+        for p in cert_problems {
             eprintln!("knoxy: {p}");
         }
         self.metrics.table_ingresses.set(count);
@@ -495,15 +508,15 @@ fn prober_runtime() -> std::io::Result<tokio::runtime::Handle> {
 }
 
 /// The file source: a watched directory of Kubernetes objects.
-fn watch_files(args: &Args, tables: &Arc<Tables>) -> Result<files::DirWatch, ExitCode> {
+fn watch_files(dir: &Path, tables: &Arc<Tables>) -> Result<files::DirWatch, ExitCode> {
     // A broken file holds back only its own objects, on the first load as on later ones.
-    let mut watch = match files::watch(&args.config_dir) {
+    let mut watch = match files::watch(dir) {
         Ok((watch, loaded)) => {
             tables.load(loaded, Instant::now());
             watch
         }
         Err(e) => {
-            eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+            eprintln!("knoxy: cannot watch {}: {e}", dir.display());
             return Err(ExitCode::from(74));
         }
     };
@@ -516,10 +529,22 @@ fn watch_files(args: &Args, tables: &Arc<Tables>) -> Result<files::DirWatch, Exi
         }
     });
     if let Err(e) = followed {
-        eprintln!("knoxy: cannot watch {}: {e}", args.config_dir.display());
+        eprintln!("knoxy: cannot watch {}: {e}", dir.display());
         return Err(ExitCode::from(74));
     }
     Ok(watch)
+}
+
+/// The Kubernetes source: the cluster's objects, watched.
+fn watch_cluster(tables: &Arc<Tables>) -> Result<knoxy_cluster::source::Running, ExitCode> {
+    let installing = Arc::clone(tables);
+    knoxy_cluster::source::start(move |snap| {
+        installing.install(snap, Vec::new(), Instant::now());
+    })
+    .map_err(|e| {
+        eprintln!("knoxy: {e}");
+        ExitCode::from(78)
+    })
 }
 
 /// `knoxy local [PATH...] [flags]`: takes `local` and its paths off `argv` and puts the
@@ -605,7 +630,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         ("admin", any(9090)),
     ];
     let mut parsed = Args {
-        config_dir: PathBuf::new(),
+        source: Source::Kubernetes,
         listeners: Vec::new(),
         threads: std::thread::available_parallelism().map_or(1, usize::from),
         limits: Limits::default(),
@@ -632,7 +657,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "knoxy".to_owned()),
     };
-    let mut config_dir = None;
+    let (mut config_dir, mut kubernetes) = (None, false);
     let (mut index, mut replicas) = (0, 1);
     let (mut cert, mut key) = (None, None);
     while let Some(arg) = args.next() {
@@ -640,6 +665,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         let limits = &mut parsed.limits;
         match arg.as_str() {
             "--config-dir" => config_dir = Some(PathBuf::from(value()?)),
+            "--kubernetes" => kubernetes = true,
             "--access-log" => parsed.access_log = true,
             "--upgrade" => parsed.upgrade = true,
             "--upgrade-sock" => parsed.upgrade_sock = value()?,
@@ -712,7 +738,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             )
         }
     };
-    parsed.config_dir = config_dir.ok_or("--config-dir is required")?;
+    parsed.source = match (config_dir, kubernetes) {
+        (Some(dir), false) => Source::Files(dir),
+        (None, true) => Source::Kubernetes,
+        (Some(_), true) => {
+            return Err("--config-dir and --kubernetes are two sources: give one".to_owned())
+        }
+        (None, false) => return Err("--config-dir DIR or --kubernetes is required".to_owned()),
+    };
     parsed.listeners = listeners;
     Ok(parsed)
 }
@@ -879,6 +912,21 @@ mod tests {
             .err()
             .expect("no certificate");
         assert!(e.contains("--activator-tls-cert"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_source_is_given() {
+        assert!(matches!(
+            parse(&["--kubernetes"]).map(|a| a.source),
+            Ok(Source::Kubernetes)
+        ));
+        for argv in [&["--kubernetes", "--config-dir", "d"][..], &[]] {
+            let e = parse(argv).err().expect("refused");
+            assert!(
+                e.contains("--config-dir") && e.contains("--kubernetes"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
