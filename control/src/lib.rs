@@ -11,6 +11,7 @@
 
 pub mod derive;
 pub mod files;
+pub mod ingress_status;
 pub mod k8s;
 pub mod kingress;
 pub mod kpa;
