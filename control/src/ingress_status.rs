@@ -162,7 +162,8 @@ mod tests {
     #[test]
     fn conditions_as_knative_derives_them() {
         use Status::{False, True, Unknown};
-        let cases: [(IngressStatus, bool, [(&str, Status, &str); 3]); 5] = [
+        type Want = [(&'static str, Status, &'static str); 3];
+        let cases: [(IngressStatus, bool, Want); 5] = [
             (
                 ready(),
                 true,
