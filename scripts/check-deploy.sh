@@ -60,6 +60,10 @@ def service(name, kind, want):
     check(got == want, f"{name} ports {got} == {want}")
 service("knoxy", "LoadBalancer", {80: 8080, 443: 8443})
 service("knoxy-internal", "ClusterIP", {80: 8081, 443: 8444})
+# The status leader finds the replicas through this headless Service's port named admin.
+peers = base[("Service", "knoxy-peers")]["spec"]
+check(peers.get("clusterIP") == "None", "knoxy-peers is headless")
+check([(p["name"], ports.get(p["targetPort"])) for p in peers["ports"]] == [("admin", 9090)], "knoxy-peers names the admin port")
 
 knative = load("knative")
 check(knative[("ConfigMap", "config-network")]["data"] == {"ingress-class": "knoxy.ingress.networking.knative.dev"}, "config-network's ingress-class")

@@ -55,7 +55,19 @@ macro_rules! object {
     )*};
 }
 
-object!(KIngress, Service, EndpointSlice, Secret, Revision);
+object!(Service, EndpointSlice, Secret, Revision);
+
+impl Object for KIngress {
+    const STATUS: bool = true;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 impl Kind for KIngress {
     const RESOURCE: (&'static str, &'static str, &'static str, &'static str) = (

@@ -8,6 +8,8 @@
 pub mod connect;
 pub mod explain;
 pub mod kinds;
+pub mod lease;
 pub mod object;
 pub mod source;
+pub mod status;
 pub mod store;

@@ -17,12 +17,16 @@ use serde::{Deserialize, Deserializer};
 pub struct Watched<T> {
     meta: KubeMeta,
     pub object: Result<T, String>,
+    /// The object's `status`, for the kinds whose status Knoxy writes.
+    pub status: Option<serde_json::Value>,
 }
 
 /// A control-crate type a watch can decode.
 pub trait Object: DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static {
     fn metadata(&self) -> &ObjectMeta;
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    /// Whether Knoxy writes this kind's status, and so reads it.
+    const STATUS: bool = false;
 }
 
 impl<T> Watched<T> {
@@ -46,6 +50,7 @@ impl<'de, T: Object> Deserialize<'de> for Watched<T> {
             resource_version: text("resourceVersion"),
             ..KubeMeta::default()
         };
+        let status = T::STATUS.then(|| value.get("status").cloned()).flatten();
         let object = serde_path_to_error::deserialize::<_, T>(value)
             .map(|mut object| {
                 object.metadata_mut().resource_version.clear();
@@ -55,7 +60,11 @@ impl<'de, T: Object> Deserialize<'de> for Watched<T> {
                 "." => e.inner().to_string(),
                 path => format!("{path}: {}", e.inner()),
             });
-        Ok(Watched { meta, object })
+        Ok(Watched {
+            meta,
+            object,
+            status,
+        })
     }
 }
 

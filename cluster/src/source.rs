@@ -2,12 +2,13 @@
 //! a thread of its own derives and installs the table whenever the snapshot moved, once
 //! every kind has been listed (until then, nothing is served and `/ready` says 503).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use knoxy_control::derive::Snapshot;
+use knoxy_control::derive::{IngressStatus, Snapshot};
 use knoxy_control::k8s::{EndpointSlice, Secret, Service};
 use knoxy_control::kingress::KIngress;
 use knoxy_control::revision::Revision;
@@ -17,8 +18,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::explain;
 use crate::kinds::Kind;
+use crate::lease::{self, Election};
 use crate::object::Watched;
-use crate::store::{self, Change, Kept};
+use crate::status::{self, Installed, Writing};
+use crate::store::{self, Change, Kept, Statuses};
 
 /// How often an unchanged watch error is logged again.
 const REPEAT_ERROR: Duration = Duration::from_secs(60);
@@ -27,22 +30,38 @@ const KINDS: usize = 5;
 
 // === Types ===
 
+/// What the source does besides feeding the table.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Campaign for the status writer's lease; None: never lead.
+    pub election: Option<Election>,
+    /// What status to write, when leading; None: write none.
+    pub writing: Option<Writing>,
+}
+
 /// What a running source tells the gateway.
 #[derive(Clone)]
 pub struct Running {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
     wake: Condvar,
     /// A table derived from a complete listing of every kind is installed.
     synced: AtomicBool,
+    /// This replica holds the lease: it writes status.
+    pub(crate) leading: Arc<AtomicBool>,
+    pub(crate) installed_changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct State {
-    snapshot: Snapshot,
+pub(crate) struct State {
+    pub(crate) snapshot: Snapshot,
+    /// The status of each KIngress of Knoxy's class, as the watch last saw it.
+    pub(crate) observed: Statuses,
+    /// What the installed table serves.
+    pub(crate) installed: Arc<Installed>,
     /// Whether each kind has been listed since the start.
     listed: [bool; KINDS],
     /// Each kind's last watch error, while it lasts.
@@ -56,10 +75,10 @@ struct State {
 // === The flow ===
 
 /// Connects to the cluster (an error says what configuration was tried), starts watching,
-/// and calls `install` with each new snapshot.
-pub fn start<F>(install: F) -> Result<Running, String>
+/// and calls `install` with each new snapshot; it answers with each KIngress's status.
+pub fn start<F>(options: Options, install: F) -> Result<Running, String>
 where
-    F: FnMut(&Snapshot) + Send + 'static,
+    F: FnMut(&Snapshot) -> BTreeMap<String, IngressStatus> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -70,6 +89,8 @@ where
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
         synced: AtomicBool::new(false),
+        leading: Arc::default(),
+        installed_changed: tokio::sync::Notify::new(),
     });
     let watching = Arc::clone(&shared);
     std::thread::Builder::new()
@@ -85,8 +106,19 @@ where
                         2,
                     )),
                     tokio::spawn(watch::<Secret>(client.clone(), Arc::clone(&watching), 3)),
-                    tokio::spawn(watch::<Revision>(client, Arc::clone(&watching), 4)),
+                    tokio::spawn(watch::<Revision>(client.clone(), Arc::clone(&watching), 4)),
                 ];
+                if let Some(election) = options.election {
+                    let leading = Arc::clone(&watching.leading);
+                    tokio::spawn(lease::campaign(client.clone(), election, leading));
+                }
+                if let Some(writing) = options.writing {
+                    tokio::spawn(status::write_statuses(
+                        client,
+                        Arc::clone(&watching),
+                        writing,
+                    ));
+                }
                 for kind in kinds {
                     let _ = kind.await;
                 }
@@ -107,6 +139,18 @@ impl Running {
         self.shared.synced.load(Ordering::Acquire)
     }
 
+    /// `namespace/name` → generation of each KIngress the installed table serves as it is
+    /// now, and a tag that changes whenever the table does (`/served`).
+    pub fn served(&self) -> (u64, BTreeMap<String, i64>) {
+        let installed = Arc::clone(&self.shared.state.lock().installed);
+        (installed.table, installed.served())
+    }
+
+    /// Whether this replica writes KIngress status now.
+    pub fn leading(&self) -> bool {
+        self.shared.leading.load(Ordering::Acquire)
+    }
+
     /// Watch errors and objects that do not decode, now.
     pub fn problems(&self) -> Vec<String> {
         problems(&self.shared.state.lock())
@@ -124,7 +168,8 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
     let (group, _, kind, plural) = T::RESOURCE;
     let mut logged: Option<(String, Instant)> = None;
     while let Some(event) = events.next().await {
-        let mut state = shared.state.lock();
+        let mut guard = shared.state.lock();
+        let state = &mut *guard;
         match event {
             Ok(event) => {
                 // A (re)list starts with Init before it asks anything: not yet a success.
@@ -133,7 +178,13 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
                     eprintln!("knoxy: watching {plural} again");
                     logged = None;
                 }
-                let change = store::apply(&mut state.snapshot, &mut kept, event);
+                let mut unused = Statuses::new();
+                let statuses = if T::STATUS {
+                    &mut state.observed
+                } else {
+                    &mut unused
+                };
+                let change = store::apply(&mut state.snapshot, statuses, &mut kept, event);
                 if change == Change::Listed {
                     state.listed[slot] = true;
                 }
@@ -177,9 +228,9 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
 /// while a table is being derived are taken together by the next one.
 fn install_each<F>(shared: &Shared, mut install: F)
 where
-    F: FnMut(&Snapshot),
+    F: FnMut(&Snapshot) -> BTreeMap<String, IngressStatus>,
 {
-    loop {
+    for table in 1.. {
         let snapshot = {
             let mut state = shared.state.lock();
             while !(state.dirty && state.listed.iter().all(|l| *l)) {
@@ -188,7 +239,9 @@ where
             state.dirty = false;
             state.snapshot.clone()
         };
-        install(&snapshot);
+        let statuses = install(&snapshot);
+        shared.state.lock().installed = Arc::new(Installed::new(table, &snapshot, statuses));
+        shared.installed_changed.notify_one();
         shared.synced.store(true, Ordering::Release);
     }
 }

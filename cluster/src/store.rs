@@ -15,8 +15,8 @@ use crate::object::Watched;
 /// not decode (each keeps its last good version served, if it had one).
 #[derive(Debug)]
 pub struct Kept<T> {
-    /// What a relist has listed so far.
-    listing: Option<BTreeMap<String, Arc<T>>>,
+    /// What a relist has listed so far, and the statuses it saw.
+    listing: Option<(BTreeMap<String, Arc<T>>, Statuses)>,
     /// `namespace/name` → why it does not decode.
     pub problems: BTreeMap<String, String>,
 }
@@ -30,6 +30,9 @@ impl<T> Default for Kept<T> {
     }
 }
 
+/// The `status` of each kept object of a kind whose status Knoxy writes.
+pub type Statuses = BTreeMap<String, serde_json::Value>;
+
 /// What an event did to the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -40,14 +43,22 @@ pub enum Change {
     Listed,
 }
 
-pub fn apply<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watched<T>>) -> Change {
+/// Folds one event in; `statuses` follows the kept objects' status (for kinds with
+/// [`Object::STATUS`](crate::object::Object::STATUS); it stays empty for the others).
+pub fn apply<T: Kind>(
+    snap: &mut Snapshot,
+    statuses: &mut Statuses,
+    kept: &mut Kept<T>,
+    event: Event<Watched<T>>,
+) -> Change {
     match event {
         Event::Init => {
-            kept.listing = Some(BTreeMap::new());
+            kept.listing = Some((BTreeMap::new(), Statuses::new()));
             Change::None
         }
         Event::InitApply(w) => {
             let key = w.key();
+            let status = w.status;
             let object = match w.object {
                 Ok(object) => {
                     kept.problems.remove(&key);
@@ -58,13 +69,17 @@ pub fn apply<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watc
                     T::slot(snap).get(&key).cloned()
                 }
             };
-            if let (Some(listing), Some(object)) = (kept.listing.as_mut(), object) {
+            if let (Some((listing, seen)), Some(object)) = (kept.listing.as_mut(), object) {
+                if let Some(status) = status {
+                    seen.insert(key.clone(), status);
+                }
                 listing.insert(key, object);
             }
             Change::None
         }
         Event::InitDone => {
-            let listed = kept.listing.take().unwrap_or_default();
+            let (listed, seen) = kept.listing.take().unwrap_or_default();
+            *statuses = seen;
             kept.problems.retain(|k, _| listed.contains_key(k));
             let live = T::slot(snap);
             // Unchanged objects keep their Arc, so the derive's cache still knows them.
@@ -81,6 +96,13 @@ pub fn apply<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watc
         Event::Apply(w) => {
             let key = w.key();
             let live = T::slot(snap);
+            // An undecodable version keeps the last good one's status, as it keeps its object.
+            if w.object.is_ok() {
+                match w.status {
+                    Some(status) => statuses.insert(key.clone(), status),
+                    None => statuses.remove(&key),
+                };
+            }
             match w.object {
                 Err(e) => {
                     kept.problems.insert(key, e);
@@ -95,7 +117,10 @@ pub fn apply<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watc
                             Change::Changed
                         }
                         // It no longer concerns us (another class, say): as if deleted.
-                        None => remove(live, &key),
+                        None => {
+                            statuses.remove(&key);
+                            remove(live, &key)
+                        }
                     }
                 }
             }
@@ -103,6 +128,7 @@ pub fn apply<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watc
         Event::Delete(w) => {
             let key = w.key();
             kept.problems.remove(&key);
+            statuses.remove(&key);
             remove(T::slot(snap), &key)
         }
     }
@@ -145,28 +171,46 @@ mod tests {
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Apply(service("gone", "1", 80))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Apply(service("gone", "1", 80))
+            ),
             Change::Changed
         );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Apply(service("kept", "2", 80))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Apply(service("kept", "2", 80))
+            ),
             Change::Changed
         );
         let before = Arc::clone(&snap.services["ns/kept"]);
-        assert_eq!(apply(&mut snap, &mut kept, Event::Init), Change::None);
+        assert_eq!(
+            apply(&mut snap, &mut Statuses::new(), &mut kept, Event::Init),
+            Change::None
+        );
         apply(
             &mut snap,
+            &mut Statuses::new(),
             &mut kept,
             Event::InitApply(service("kept", "3", 80)),
         );
         apply(
             &mut snap,
+            &mut Statuses::new(),
             &mut kept,
             Event::InitApply(service("new", "4", 81)),
         );
         // Until the list is done, the old objects are what is served.
         assert!(snap.services.contains_key("ns/gone"));
-        assert_eq!(apply(&mut snap, &mut kept, Event::InitDone), Change::Listed);
+        assert_eq!(
+            apply(&mut snap, &mut Statuses::new(), &mut kept, Event::InitDone),
+            Change::Listed
+        );
         assert_eq!(
             snap.services.keys().collect::<Vec<_>>(),
             ["ns/kept", "ns/new"]
@@ -181,21 +225,46 @@ mod tests {
     fn a_new_resource_version_alone_is_no_change() {
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
-        apply(&mut snap, &mut kept, Event::Apply(service("a", "1", 80)));
+        apply(
+            &mut snap,
+            &mut Statuses::new(),
+            &mut kept,
+            Event::Apply(service("a", "1", 80)),
+        );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Apply(service("a", "2", 80))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Apply(service("a", "2", 80))
+            ),
             Change::None
         );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Apply(service("a", "3", 81))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Apply(service("a", "3", 81))
+            ),
             Change::Changed
         );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Delete(service("a", "4", 81))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Delete(service("a", "4", 81))
+            ),
             Change::Changed
         );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Delete(service("a", "4", 81))),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Delete(service("a", "4", 81))
+            ),
             Change::None
         );
         assert!(snap.services.is_empty());
@@ -211,9 +280,19 @@ mod tests {
         };
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
-        apply(&mut snap, &mut kept, Event::Apply(service("a", "1", 80)));
+        apply(
+            &mut snap,
+            &mut Statuses::new(),
+            &mut kept,
+            Event::Apply(service("a", "1", 80)),
+        );
         assert_eq!(
-            apply(&mut snap, &mut kept, Event::Apply(bad())),
+            apply(
+                &mut snap,
+                &mut Statuses::new(),
+                &mut kept,
+                Event::Apply(bad())
+            ),
             Change::None
         );
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 80);
@@ -223,13 +302,68 @@ mod tests {
             kept.problems
         );
         // A relist keeps it too, and a good version clears the problem.
-        apply(&mut snap, &mut kept, Event::Init);
-        apply(&mut snap, &mut kept, Event::InitApply(bad()));
-        apply(&mut snap, &mut kept, Event::InitDone);
+        apply(&mut snap, &mut Statuses::new(), &mut kept, Event::Init);
+        apply(
+            &mut snap,
+            &mut Statuses::new(),
+            &mut kept,
+            Event::InitApply(bad()),
+        );
+        apply(&mut snap, &mut Statuses::new(), &mut kept, Event::InitDone);
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 80);
-        apply(&mut snap, &mut kept, Event::Apply(service("a", "10", 81)));
+        apply(
+            &mut snap,
+            &mut Statuses::new(),
+            &mut kept,
+            Event::Apply(service("a", "10", 81)),
+        );
         assert!(kept.problems.is_empty());
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 81);
+    }
+
+    #[test]
+    fn statuses_follow_the_kingresses_kept() {
+        let with_status = |name: &str, rv: &str, generation: i64| {
+            watched::<KIngress>(
+                serde_json::json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
+                "annotations": {INGRESS_CLASS_ANNOTATION: KNOXY_INGRESS_CLASS}}, "spec": {},
+                "status": {"observedGeneration": generation}}),
+            )
+        };
+        let mut snap = Snapshot::default();
+        let mut statuses = Statuses::new();
+        let mut kept = Kept::default();
+        apply(
+            &mut snap,
+            &mut statuses,
+            &mut kept,
+            Event::Apply(with_status("a", "1", 1)),
+        );
+        // A status write alone moves no route, but the status is seen.
+        let change = apply(
+            &mut snap,
+            &mut statuses,
+            &mut kept,
+            Event::Apply(with_status("a", "2", 2)),
+        );
+        assert_eq!(change, Change::None);
+        assert_eq!(statuses["ns/a"]["observedGeneration"], 2);
+        apply(&mut snap, &mut statuses, &mut kept, Event::Init);
+        apply(
+            &mut snap,
+            &mut statuses,
+            &mut kept,
+            Event::InitApply(with_status("b", "3", 5)),
+        );
+        apply(&mut snap, &mut statuses, &mut kept, Event::InitDone);
+        assert_eq!(statuses.keys().collect::<Vec<_>>(), ["ns/b"]);
+        apply(
+            &mut snap,
+            &mut statuses,
+            &mut kept,
+            Event::Apply(ingress("b", "istio.ingress.networking.knative.dev")),
+        );
+        assert!(statuses.is_empty());
     }
 
     #[test]
@@ -239,6 +373,7 @@ mod tests {
         assert_eq!(
             apply(
                 &mut snap,
+                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("a", KNOXY_INGRESS_CLASS))
             ),
@@ -247,6 +382,7 @@ mod tests {
         assert_eq!(
             apply(
                 &mut snap,
+                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("a", "istio.ingress.networking.knative.dev"))
             ),
@@ -256,6 +392,7 @@ mod tests {
         assert_eq!(
             apply(
                 &mut snap,
+                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("b", "istio.ingress.networking.knative.dev"))
             ),

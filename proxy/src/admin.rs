@@ -68,6 +68,7 @@ impl Admin {
                 }),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
+            "/served" if self.cluster.is_some() => return self.served(req),
             "/status" => (
                 StatusCode::OK,
                 Bytes::from(status_json(
@@ -115,6 +116,40 @@ impl Admin {
         *r.status_mut() = status;
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    }
+}
+
+impl Admin {
+    /// What this replica serves, for the status leader: `{"served": {"ns/name": generation}}`,
+    /// tagged with the table's number, so an unchanged table costs the leader a 304.
+    fn served(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let (table, served) = self
+            .cluster
+            .as_ref()
+            .map(|c| c.served())
+            .unwrap_or_default();
+        let etag = format!("\"{table}\"");
+        let unchanged = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+        let mut r = if unchanged {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let body = json!({"table": table, "served": served}).to_string();
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
         r
     }
 }

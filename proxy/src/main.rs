@@ -75,6 +75,7 @@ mod signals;
 mod tls;
 mod upstreams;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,7 +97,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy (--config-dir DIR | --kubernetes) [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy (--config-dir DIR | --kubernetes [--lease NS/NAME] [--lease-duration SECS] [--peers NS/SERVICE] [--public-service NS/NAME] [--private-service NS/NAME] [--cluster-domain DOMAIN]) [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -139,6 +140,32 @@ struct Args {
     autoscaler_url: String,
     /// This gateway's pod, as its reports name it.
     pod_name: String,
+    /// `--kubernetes`: the lease, the peers and the Services its status names.
+    cluster: ClusterArgs,
+}
+
+/// The Kubernetes source's flags, each a `namespace/name` but the last two.
+struct ClusterArgs {
+    lease: (String, String),
+    lease_duration: Duration,
+    peers: (String, String),
+    public_service: (String, String),
+    private_service: (String, String),
+    cluster_domain: String,
+}
+
+impl Default for ClusterArgs {
+    fn default() -> Self {
+        let name = |n: &str| ("knoxy-system".to_owned(), n.to_owned());
+        ClusterArgs {
+            lease: name("knoxy-status"),
+            lease_duration: Duration::from_secs(15),
+            peers: name("knoxy-peers"),
+            public_service: name("knoxy"),
+            private_service: name("knoxy-internal"),
+            cluster_domain: "cluster.local".to_owned(),
+        }
+    }
 }
 
 /// What every listener reads: the routes (with their upstream pools) and the certificates,
@@ -235,7 +262,7 @@ fn main() -> ExitCode {
             Ok(watch) => (Some(watch), None),
             Err(code) => return code,
         },
-        Source::Kubernetes => match watch_cluster(&tables) {
+        Source::Kubernetes => match watch_cluster(&args, &tables) {
             Ok(running) => (None, Some(running)),
             Err(code) => return code,
         },
@@ -261,7 +288,7 @@ fn main() -> ExitCode {
             .name("knoxy-local-tables".into())
             .spawn(move || {
                 while let Ok(snap) = snapshots.recv() {
-                    installed.install(&snap, Vec::new(), Instant::now());
+                    let _ = installed.install(&snap, Vec::new(), Instant::now());
                 }
             });
         if let Err(e) = spawned {
@@ -398,7 +425,7 @@ impl Tables {
     /// Installs a load, then reports its problems (the reader kept the last good version of
     /// each object they hide).
     fn load(&self, loaded: files::Loaded, started: Instant) {
-        self.install(&loaded.snapshot, loaded.errors.clone(), started);
+        let _ = self.install(&loaded.snapshot, loaded.errors.clone(), started);
         if !loaded.errors.is_empty() {
             self.metrics.table_load_failures.inc();
         }
@@ -408,7 +435,12 @@ impl Tables {
     }
 
     /// Derives the table from a loaded snapshot and swaps routes and certificates in.
-    fn install(&self, snap: &Snapshot, errors: Vec<files::FileError>, started: Instant) {
+    fn install(
+        &self,
+        snap: &Snapshot,
+        errors: Vec<files::FileError>,
+        started: Instant,
+    ) -> BTreeMap<String, IngressStatus> {
         let derived = self.deriver.lock().derive(snap);
         let (certs, cert_problems) =
             tls::CertStore::build(&derived.table.certs, &self.certs.load());
@@ -442,11 +474,13 @@ impl Tables {
             eprintln!("knoxy: {p}");
         }
         self.metrics.table_ingresses.set(count);
+        let statuses = derived.status.clone();
         self.status.store(Arc::new(admin::Status {
             generation: self.metrics.table_generation.get(),
             ingresses: derived.status,
             errors,
         }));
+        statuses
     }
 }
 
@@ -536,15 +570,39 @@ fn watch_files(dir: &Path, tables: &Arc<Tables>) -> Result<files::DirWatch, Exit
 }
 
 /// The Kubernetes source: the cluster's objects, watched.
-fn watch_cluster(tables: &Arc<Tables>) -> Result<knoxy_cluster::source::Running, ExitCode> {
+fn watch_cluster(
+    args: &Args,
+    tables: &Arc<Tables>,
+) -> Result<knoxy_cluster::source::Running, ExitCode> {
+    let c = &args.cluster;
+    let options = knoxy_cluster::source::Options {
+        election: Some(knoxy_cluster::lease::Election::new(
+            &c.lease.0,
+            &c.lease.1,
+            &args.pod_name,
+            c.lease_duration,
+        )),
+        writing: Some(knoxy_cluster::status::Writing {
+            balancers: knoxy_control::ingress_status::Balancers {
+                public: service_domain(&c.public_service, &c.cluster_domain),
+                private: service_domain(&c.private_service, &c.cluster_domain),
+            },
+            peers: c.peers.clone(),
+        }),
+    };
     let installing = Arc::clone(tables);
-    knoxy_cluster::source::start(move |snap| {
-        installing.install(snap, Vec::new(), Instant::now());
+    knoxy_cluster::source::start(options, move |snap| {
+        installing.install(snap, Vec::new(), Instant::now())
     })
     .map_err(|e| {
         eprintln!("knoxy: {e}");
         ExitCode::from(78)
     })
+}
+
+/// `<name>.<namespace>.svc.<cluster domain>`.
+fn service_domain((namespace, name): &(String, String), cluster_domain: &str) -> String {
+    format!("{name}.{namespace}.svc.{cluster_domain}")
 }
 
 /// `knoxy local [PATH...] [flags]`: takes `local` and its paths off `argv` and puts the
@@ -646,6 +704,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         activator_cert: None,
         autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
         // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
+        cluster: ClusterArgs::default(),
         pod_name: std::env::var("POD_NAME")
             .ok()
             .filter(|n| !n.is_empty())
@@ -666,6 +725,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         match arg.as_str() {
             "--config-dir" => config_dir = Some(PathBuf::from(value()?)),
             "--kubernetes" => kubernetes = true,
+            "--lease" => parsed.cluster.lease = object_name(&arg, &value()?)?,
+            "--lease-duration" => parsed.cluster.lease_duration = seconds(&arg, &value()?)?,
+            "--peers" => parsed.cluster.peers = object_name(&arg, &value()?)?,
+            "--public-service" => parsed.cluster.public_service = object_name(&arg, &value()?)?,
+            "--private-service" => parsed.cluster.private_service = object_name(&arg, &value()?)?,
+            "--cluster-domain" => parsed.cluster.cluster_domain = value()?,
             "--access-log" => parsed.access_log = true,
             "--upgrade" => parsed.upgrade = true,
             "--upgrade-sock" => parsed.upgrade_sock = value()?,
@@ -748,6 +813,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     };
     parsed.listeners = listeners;
     Ok(parsed)
+}
+
+/// `namespace/name`, or an error naming the flag.
+fn object_name(flag: &str, value: &str) -> Result<(String, String), String> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{flag} {value:?} is not namespace/name")),
+    }
 }
 
 /// A whole number in `range`, or an error naming the flag.

@@ -2,6 +2,7 @@
 //! their `listening on <label> <addr>` lines, and talk HTTP/1.1 or h2c to them.
 
 pub mod grpc;
+pub mod kubeapi;
 pub mod local;
 
 use std::ffi::OsStr;
@@ -99,10 +100,24 @@ pub fn gateway(config_dir: &std::path::Path) -> Proc {
 
 /// [`gateway`] with extra arguments (`--access-log`, say).
 pub fn gateway_with(config_dir: &std::path::Path, extra: &[&str]) -> Proc {
+    gateway_from(
+        Proc::builder("knoxy").arg("--config-dir").arg(config_dir),
+        extra,
+    )
+}
+
+/// A gateway whose source is the API server `kubeconfig` names (`--kubernetes`).
+pub fn gateway_kube(kubeconfig: &std::path::Path, extra: &[&str]) -> Proc {
+    let builder = Proc::builder("knoxy")
+        .arg("--kubernetes")
+        .env("KUBECONFIG", kubeconfig);
+    gateway_from(builder, extra)
+}
+
+/// The gateway `builder` names the source of, on loopback ports.
+fn gateway_from(builder: ProcBuilder, extra: &[&str]) -> Proc {
     // No drain delay unless a test asks for one (a later flag wins).
-    let mut builder = Proc::builder("knoxy")
-        .arg("--config-dir")
-        .arg(config_dir)
+    let mut builder = builder
         .args(["--drain-delay", "0"])
         // Demand stays on loopback: reported only where a test names its autoscaler.
         .args(["--autoscaler-url", ""])

@@ -1,0 +1,348 @@
+//! `knoxy --kubernetes` against a fake API server that speaks Kubernetes' list/watch/patch
+//! (`knoxy_tests::kubeapi`): what Knative's controller writes changes what real requests
+//! get; KIngress status is written as contract §1.4 says, by one leader; another class's
+//! KIngress stays byte-identical; dropped watches and `410 Gone` lose no event.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use knoxy_tests::kubeapi::FakeApi;
+use knoxy_tests::{backend_with, gateway_kube, get_host, Proc, Signal, TempDir};
+use serde_json::{json, Value};
+
+const INGRESS: &str = "networking.internal.knative.dev/v1alpha1";
+const KNOXY: &str = "knoxy.ingress.networking.knative.dev";
+
+/// A KIngress of `class` sending every path of `hosts` to Service `service`.
+fn kingress(name: &str, class: &str, hosts: &[&str], service: &str) -> Value {
+    json!({"apiVersion": INGRESS, "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default",
+            "annotations": {"networking.knative.dev/ingress.class": class}},
+        "spec": {"httpOption": "Enabled", "rules": [{"hosts": hosts, "visibility": "ExternalIP",
+            "http": {"paths": [{"splits": [{"serviceNamespace": "default", "serviceName": service,
+                "servicePort": 80, "percent": 100}]}]}}]}})
+}
+
+fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+}
+
+/// The EndpointSlice of Service `service`: one ready endpoint, the test backend `pod`.
+fn slice(service: &str, pod: &Proc) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-abcde"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": pod.addr("backend").port()}]})
+}
+
+/// One gateway replica as the peers Service lists it: its admin port, ready or not.
+fn peer(name: &str, gw: &Proc, ready: bool) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "knoxy-system",
+            "labels": {"kubernetes.io/service-name": "knoxy-peers"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready}}],
+        "ports": [{"name": "admin", "port": gw.addr("admin").port()}]})
+}
+
+fn gateway(api: &FakeApi, dir: &TempDir, pod_name: &str) -> Proc {
+    gateway_kube(
+        &api.kubeconfig(&dir.0),
+        &["--pod-name", pod_name, "--lease-duration", "2"],
+    )
+}
+
+/// Polls `check` every 10 ms until it gives Some, for at most `limit`.
+async fn until<T>(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The body `host` gets from the gateway, once it answers 200 with `want` in it.
+async fn until_served(gw: &Proc, host: &str, want: &str) {
+    until(
+        Duration::from_secs(10),
+        &format!("{host} serving {want}"),
+        async || {
+            let (status, _, body) = get_host(gw, "public", host, "/").await;
+            (status == StatusCode::OK && body.contains(want)).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn until_status(gw: &Proc, host: &str, want: StatusCode) {
+    until(
+        Duration::from_secs(10),
+        &format!("{host} answering {want}"),
+        async || {
+            let (status, _, _) = get_host(gw, "public", host, "/").await;
+            (status == want).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn admin(gw: &Proc, path: &str) -> (StatusCode, String) {
+    let (status, _, body) = get_host(gw, "admin", "admin", path).await;
+    (status, body)
+}
+
+/// The KIngress's status once it says Ready True for its current generation.
+async fn until_ready(api: &FakeApi, name: &str) -> Value {
+    until(
+        Duration::from_secs(10),
+        &format!("KIngress {name} Ready"),
+        async || {
+            let k = api.get(INGRESS, "Ingress", "default", name)?;
+            let status = k.get("status")?.clone();
+            let ready = status["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && status["observedGeneration"] == k["metadata"]["generation"]).then_some(status)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_api_server_holds_is_what_requests_get() {
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let (a, b) = (
+        backend_with(&["--suffix", "pod-a"]),
+        backend_with(&["--suffix", "pod-b"]),
+    );
+    api.create(service("hello-00001"));
+    api.create(slice("hello-00001", &a));
+    api.create(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com"],
+        "hello-00001",
+    ));
+    let theirs = kingress(
+        "theirs",
+        "kourier.ingress.networking.knative.dev",
+        &["theirs.example.com"],
+        "hello-00001",
+    );
+    api.create(theirs);
+    let untouched = api
+        .get_bytes(INGRESS, "Ingress", "default", "theirs")
+        .expect("stored");
+    let gw = gateway(&api, &dir, "knoxy-a");
+    until(Duration::from_secs(10), "/ready", async || {
+        (admin(&gw, "/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    until_served(&gw, "hello.example.com", "pod-a").await;
+    // Another class's KIngress is not served.
+    let (status, _, _) = get_host(&gw, "public", "theirs.example.com", "/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Status as contract §1.4 says, for the generation served.
+    let status = until_ready(&api, "hello").await;
+    let types: Vec<&str> = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(types, ["LoadBalancerReady", "NetworkConfigured", "Ready"]);
+    assert_eq!(
+        status["publicLoadBalancer"],
+        json!({"ingress": [{"domainInternal": "knoxy.knoxy-system.svc.cluster.local"}]})
+    );
+    assert_eq!(
+        status["privateLoadBalancer"],
+        json!({"ingress": [{"domainInternal": "knoxy-internal.knoxy-system.svc.cluster.local"}]})
+    );
+
+    // An endpoint moves: the next requests go to the new pod.
+    api.apply(slice("hello-00001", &b));
+    until_served(&gw, "hello.example.com", "pod-b").await;
+    // A new host on the KIngress: generation 2 is served, then its status says so.
+    api.apply(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com", "hi.example.com"],
+        "hello-00001",
+    ));
+    until_served(&gw, "hi.example.com", "pod-b").await;
+    assert_eq!(until_ready(&api, "hello").await["observedGeneration"], 2);
+    // A Service deleted: its KIngress waits, and its status says why.
+    api.delete("v1", "Service", "default", "hello-00001");
+    until(
+        Duration::from_secs(10),
+        "LoadBalancerReady Unknown",
+        async || {
+            let k = api.get(INGRESS, "Ingress", "default", "hello")?;
+            let c = k["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (c["status"] == "Unknown").then_some(())
+        },
+    )
+    .await;
+    api.create(service("hello-00001"));
+    until_ready(&api, "hello").await;
+    // Deleted: no longer served.
+    api.delete(INGRESS, "Ingress", "default", "hello");
+    until_status(&gw, "hello.example.com", StatusCode::NOT_FOUND).await;
+
+    // The other class's KIngress was never written: byte-identical, and no write named it.
+    assert_eq!(
+        api.get_bytes(INGRESS, "Ingress", "default", "theirs")
+            .expect("stored"),
+        untouched
+    );
+    let writes: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/ingresses/theirs") && !r.starts_with("GET"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_410_lose_no_event() {
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let (a, b) = (
+        backend_with(&["--suffix", "pod-a"]),
+        backend_with(&["--suffix", "pod-b"]),
+    );
+    api.create(service("hello-00001"));
+    api.create(slice("hello-00001", &a));
+    api.create(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com"],
+        "hello-00001",
+    ));
+    let gw = gateway(&api, &dir, "knoxy-a");
+    until_served(&gw, "hello.example.com", "pod-a").await;
+
+    // A dropped watch resumes from where it was: the change made while it was down arrives.
+    until(Duration::from_secs(5), "watches open", async || {
+        (api.open_watches("endpointslices") == 1).then_some(())
+    })
+    .await;
+    api.drop_watches();
+    api.apply(slice("hello-00001", &b));
+    until_served(&gw, "hello.example.com", "pod-b").await;
+
+    // History forgotten (410 Gone on resume): a relist, and what changed meanwhile arrives,
+    // deletions included.
+    let lists_before = lists(&api, "ingresses");
+    until(Duration::from_secs(5), "watches open", async || {
+        (api.open_watches("ingresses") == 1).then_some(())
+    })
+    .await;
+    api.compact();
+    api.drop_watches();
+    api.create(kingress(
+        "second",
+        KNOXY,
+        &["second.example.com"],
+        "hello-00001",
+    ));
+    api.delete(INGRESS, "Ingress", "default", "hello");
+    api.compact();
+    until_served(&gw, "second.example.com", "pod-b").await;
+    until_status(&gw, "hello.example.com", StatusCode::NOT_FOUND).await;
+    assert!(
+        lists(&api, "ingresses") > lists_before,
+        "a 410 makes the watcher list again"
+    );
+}
+
+/// How many lists (not watches) of `plural` were asked for.
+fn lists(api: &FakeApi, plural: &str) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET ") && r.contains(&format!("/{plural}")) && !r.contains("watch=")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_writes_status_and_another_takes_over_when_it_stops_renewing() {
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    api.create(service("hello-00001"));
+    api.create(slice("hello-00001", &pod));
+    let first = gateway(&api, &dir, "knoxy-a");
+    let holder = || {
+        api.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "knoxy-system",
+            "knoxy-status",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    };
+    until(
+        Duration::from_secs(10),
+        "knoxy-a holds the lease",
+        async || (holder().as_deref() == Some("knoxy-a")).then_some(()),
+    )
+    .await;
+    let second = gateway(&api, &dir, "knoxy-b");
+    api.create(peer("knoxy-a", &first, true));
+    api.create(peer("knoxy-b", &second, true));
+    api.create(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com"],
+        "hello-00001",
+    ));
+    until_ready(&api, "hello").await;
+    // Both replicas serve it once it is Ready (the leader waited for both).
+    for gw in [&first, &second] {
+        let (status, body) = admin(gw, "/served").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"default/hello\":1"), "{body}");
+    }
+    assert!(first.wait_for_output("knoxy-a leads", Duration::from_secs(1)));
+    assert!(
+        !second.stderr_text().contains("knoxy-b leads"),
+        "{}",
+        second.stderr_text()
+    );
+
+    // The leader stops renewing (frozen); kubelet takes it out of the endpoints.
+    first.signal(Signal::SIGSTOP);
+    api.apply(peer("knoxy-a", &first, false));
+    until(
+        Duration::from_secs(10),
+        "knoxy-b holds the lease",
+        async || (holder().as_deref() == Some("knoxy-b")).then_some(()),
+    )
+    .await;
+    assert!(second.wait_for_output("knoxy-b leads", Duration::from_secs(5)));
+    // The new leader writes status.
+    api.apply(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com", "hi.example.com"],
+        "hello-00001",
+    ));
+    assert_eq!(until_ready(&api, "hello").await["observedGeneration"], 2);
+    first.signal(Signal::SIGCONT);
+}
