@@ -12,6 +12,7 @@ use knoxy_control::derive::{IngressStatus, Snapshot};
 use knoxy_control::k8s::{EndpointSlice, Secret, Service};
 use knoxy_control::kingress::KIngress;
 use knoxy_control::revision::Revision;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use parking_lot::{Condvar, Mutex};
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     /// This replica holds the lease: it writes status.
     pub(crate) leading: Arc<AtomicBool>,
     pub(crate) installed_changed: tokio::sync::Notify,
+    /// The KIngresses moved: the Secrets they name may have too.
+    ingresses_changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -91,6 +94,7 @@ where
         synced: AtomicBool::new(false),
         leading: Arc::default(),
         installed_changed: tokio::sync::Notify::new(),
+        ingresses_changed: tokio::sync::Notify::new(),
     });
     let watching = Arc::clone(&shared);
     std::thread::Builder::new()
@@ -105,7 +109,7 @@ where
                         Arc::clone(&watching),
                         2,
                     )),
-                    tokio::spawn(watch::<Secret>(client.clone(), Arc::clone(&watching), 3)),
+                    tokio::spawn(watch_secrets(client.clone(), Arc::clone(&watching), 3)),
                     tokio::spawn(watch::<Revision>(client.clone(), Arc::clone(&watching), 4)),
                 ];
                 if let Some(election) = options.election {
@@ -207,6 +211,9 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
                 if change != Change::None {
                     state.dirty = true;
                     shared.wake.notify_one();
+                    if T::STATUS {
+                        shared.ingresses_changed.notify_one();
+                    }
                 }
             }
             Err(e) => {
@@ -222,6 +229,120 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
             }
         }
     }
+}
+
+/// Secrets: only their metadata is watched, so no Secret's data crosses the wire or stays
+/// in memory unless a KIngress of Knoxy's class names it; those are fetched (again when
+/// their resourceVersion moves) and kept trimmed to their certificate and key.
+async fn watch_secrets(client: Client, shared: Arc<Shared>, slot: usize) {
+    let ar = Secret::api_resource();
+    let api: Api<PartialObjectMeta<Watched<Secret>>> = Api::all_with(client.clone(), &ar);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // `namespace/name` → resourceVersion of every Secret, and of each one fetched.
+    let mut versions: BTreeMap<String, String> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, String>> = None;
+    let mut fetched: BTreeMap<String, String> = BTreeMap::new();
+    let mut listed = false;
+    let mut logged = String::new();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                None => return,
+                Some(Ok(event)) => {
+                    let version = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                        let key = format!("{}/{}", m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default());
+                        (key, m.resource_version.clone().unwrap_or_default())
+                    };
+                    match event {
+                        watcher::Event::Init => listing = Some(BTreeMap::new()),
+                        watcher::Event::InitApply(m) => {
+                            let (key, rv) = version(&m.metadata);
+                            listing.get_or_insert_with(BTreeMap::new).insert(key, rv);
+                        }
+                        watcher::Event::InitDone => {
+                            versions = listing.take().unwrap_or_default();
+                            listed = true;
+                        }
+                        watcher::Event::Apply(m) => {
+                            let (key, rv) = version(&m.metadata);
+                            versions.insert(key, rv);
+                        }
+                        watcher::Event::Delete(m) => {
+                            versions.remove(&version(&m.metadata).0);
+                        }
+                    }
+                    if shared.state.lock().errors[slot].take().is_some() {
+                        eprintln!("knoxy: watching secrets again");
+                    }
+                }
+                Some(Err(e)) => {
+                    let text = explain::watch_error(&e, ("", "secrets"));
+                    if text != logged {
+                        eprintln!("knoxy: {text} (retrying)");
+                        logged = text.clone();
+                    }
+                    shared.state.lock().errors[slot] = Some(text);
+                    continue;
+                }
+            },
+            () = shared.ingresses_changed.notified() => {}
+        }
+        if !listed {
+            continue;
+        }
+        let named = named_secrets(&shared.state.lock().snapshot);
+        let mut changed = false;
+        for key in named.iter().filter(|k| versions.contains_key(*k)) {
+            if fetched.get(key) == versions.get(key) {
+                continue;
+            }
+            let (ns, name) = key.split_once('/').unwrap_or_default();
+            let api: Api<Watched<Secret>> = Api::namespaced_with(client.clone(), ns, &ar);
+            match api.get_opt(name).await {
+                Ok(found) => {
+                    let kept = found.and_then(|w| w.object.ok()).and_then(Kind::keep);
+                    let mut state = shared.state.lock();
+                    match kept {
+                        Some(secret) => {
+                            state.snapshot.secrets.insert(key.clone(), Arc::new(secret))
+                        }
+                        None => state.snapshot.secrets.remove(key),
+                    };
+                    fetched.insert(key.clone(), versions[key].clone());
+                    changed = true;
+                }
+                Err(e) => eprintln!(
+                    "knoxy: cannot get Secret {key}: {}",
+                    crate::connect::chain(&e)
+                ),
+            }
+        }
+        let mut state = shared.state.lock();
+        let before = state.snapshot.secrets.len();
+        state
+            .snapshot
+            .secrets
+            .retain(|k, _| named.contains(k) && versions.contains_key(k));
+        fetched.retain(|k, _| named.contains(k) && versions.contains_key(k));
+        changed |= state.snapshot.secrets.len() != before;
+        if changed || !state.listed[slot] {
+            state.listed[slot] = true;
+            state.dirty = true;
+            shared.wake.notify_one();
+        }
+    }
+}
+
+/// `namespace/name` of every Secret a KIngress's `spec.tls` names.
+fn named_secrets(snapshot: &Snapshot) -> std::collections::BTreeSet<String> {
+    snapshot
+        .ingresses
+        .values()
+        .flat_map(|k| &k.spec.tls)
+        .map(|t| format!("{}/{}", t.secret_namespace, t.secret_name))
+        .collect()
 }
 
 /// Hands each moved snapshot to `install`, once every kind is listed; events that arrive

@@ -54,6 +54,8 @@ pub fn apply<T: Kind>(
     match event {
         Event::Init => {
             kept.listing = Some((BTreeMap::new(), Statuses::new()));
+            // The list names again each object that does not decode.
+            kept.problems.clear();
             Change::None
         }
         Event::InitApply(w) => {
@@ -80,7 +82,6 @@ pub fn apply<T: Kind>(
         Event::InitDone => {
             let (listed, seen) = kept.listing.take().unwrap_or_default();
             *statuses = seen;
-            kept.problems.retain(|k, _| listed.contains_key(k));
             let live = T::slot(snap);
             // Unchanged objects keep their Arc, so the derive's cache still knows them.
             let merged = listed

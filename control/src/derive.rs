@@ -571,11 +571,22 @@ fn revision_backend(view: &mut View<'_>, revision: &Revision) -> Result<Backend,
         pods.dedup();
     }
     not_ready.retain(|p| ready.binary_search(p).is_err());
+    let mut activators: Vec<IpAddr> = view
+        .slices(meta.key())
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.conditions.ready != Some(false))
+        .flat_map(|e| &e.addresses)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    activators.sort_by_cached_key(ToString::to_string);
+    activators.dedup();
     let target = RevisionTarget {
         key: meta.key(),
         settings,
         ready,
         not_ready,
+        activators,
     };
     Ok(Backend::new(
         Target::Revision(Arc::new(target)),

@@ -2,7 +2,7 @@
 //! Lookups are by host, then first matching route; weights are pre-summed for the pick.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -99,6 +99,10 @@ pub struct RevisionTarget {
     pub ready: Vec<SocketAddr>,
     /// Pods Kubernetes does not call ready yet, sorted; not used until they are.
     pub not_ready: Vec<SocketAddr>,
+    /// The ready addresses of the revision's public Service, sorted as text as Knative's
+    /// activators sort them: in Proxy mode these are the activators in its subset, and a
+    /// gateway among them takes its index's share of the pods (§4.3).
+    pub activators: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -97,7 +97,7 @@ use pingora_core::services::listening::Service;
 use gateway::{Gateway, Listener, Parts};
 use upstreams::{Activator, Served};
 
-const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy (--config-dir DIR | --kubernetes [--lease NS/NAME] [--lease-duration SECS] [--peers NS/SERVICE] [--public-service NS/NAME] [--private-service NS/NAME] [--cluster-domain DOMAIN]) [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
+const USAGE: &str = "usage: knoxy local [PATH...] [--config FILE] [flags]   (Knative Services from YAML, run here; default deploy/examples/local)\n       knoxy (--config-dir DIR | --kubernetes [--lease NS/NAME] [--lease-duration SECS] [--peers NS/SERVICE] [--public-service NS/NAME] [--private-service NS/NAME] [--cluster-domain DOMAIN] [--pod-ip IP] [--no-status]) [--http ADDR] [--https ADDR] [--private-http ADDR] [--private-https ADDR] [--admin ADDR] [--threads N] [--header-read-timeout SECS] [--idle-timeout SECS] [--tls-handshake-timeout SECS] [--max-connections N] [--max-header-bytes N] [--max-header-fields N] [--h2-max-concurrent-streams N] [--drain-delay SECS] [--drain-timeout SECS] [--upgrade] [--upgrade-sock PATH] [--activator-http ADDR] [--activator-h2c ADDR] [--activator-tls ADDR --activator-tls-cert PEM --activator-tls-key PEM] [--activator-queue-depth N] [--activator-held-bytes N] [--activator-replicas N] [--activator-index I] [--autoscaler-url URL] [--pod-name NAME] [--access-log]";
 /// How long SIGTERM keeps the listeners serving before they stop accepting.
 const DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// How long SIGTERM then waits for in-flight requests before stopping anyway.
@@ -140,6 +140,9 @@ struct Args {
     autoscaler_url: String,
     /// This gateway's pod, as its reports name it.
     pod_name: String,
+    /// This gateway's pod IP (`--pod-ip`, else `$POD_IP` with `--kubernetes`): its place
+    /// among each revision's activators.
+    pod_ip: Option<std::net::IpAddr>,
     /// `--kubernetes`: the lease, the peers and the Services its status names.
     cluster: ClusterArgs,
 }
@@ -152,6 +155,8 @@ struct ClusterArgs {
     public_service: (String, String),
     private_service: (String, String),
     cluster_domain: String,
+    /// `--no-status`: never campaign, never write status (the activator-only gateways).
+    no_status: bool,
 }
 
 impl Default for ClusterArgs {
@@ -164,6 +169,7 @@ impl Default for ClusterArgs {
             public_service: name("knoxy"),
             private_service: name("knoxy-internal"),
             cluster_domain: "cluster.local".to_owned(),
+            no_status: false,
         }
     }
 }
@@ -235,6 +241,7 @@ fn main() -> ExitCode {
         served: Arc::new(ArcSwap::from_pointee(Served::holding(Activator {
             queue_depth: args.queue_depth,
             share: args.share,
+            pod_ip: args.pod_ip,
             budget: Some(knoxy_activator::Budget::new(args.held_bytes)),
             sink: reporting.then(|| sink.clone()),
             prober: Some(prober),
@@ -576,13 +583,15 @@ fn watch_cluster(
 ) -> Result<knoxy_cluster::source::Running, ExitCode> {
     let c = &args.cluster;
     let options = knoxy_cluster::source::Options {
-        election: Some(knoxy_cluster::lease::Election::new(
-            &c.lease.0,
-            &c.lease.1,
-            &args.pod_name,
-            c.lease_duration,
-        )),
-        writing: Some(knoxy_cluster::status::Writing {
+        election: (!c.no_status).then(|| {
+            knoxy_cluster::lease::Election::new(
+                &c.lease.0,
+                &c.lease.1,
+                &args.pod_name,
+                c.lease_duration,
+            )
+        }),
+        writing: (!c.no_status).then(|| knoxy_cluster::status::Writing {
             balancers: knoxy_control::ingress_status::Balancers {
                 public: service_domain(&c.public_service, &c.cluster_domain),
                 private: service_domain(&c.private_service, &c.cluster_domain),
@@ -705,6 +714,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         autoscaler_url: knoxy_activator::stats::DEFAULT_AUTOSCALER_URL.to_owned(),
         // Knative sets POD_NAME from the downward API; a hostname is the pod's name too.
         cluster: ClusterArgs::default(),
+        pod_ip: None,
         pod_name: std::env::var("POD_NAME")
             .ok()
             .filter(|n| !n.is_empty())
@@ -731,6 +741,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--public-service" => parsed.cluster.public_service = object_name(&arg, &value()?)?,
             "--private-service" => parsed.cluster.private_service = object_name(&arg, &value()?)?,
             "--cluster-domain" => parsed.cluster.cluster_domain = value()?,
+            "--no-status" => parsed.cluster.no_status = true,
+            "--pod-ip" => {
+                let v = value()?;
+                parsed.pod_ip = Some(
+                    v.parse()
+                        .map_err(|_| format!("{arg} {v:?} is not an IP address"))?,
+                );
+            }
             "--access-log" => parsed.access_log = true,
             "--upgrade" => parsed.upgrade = true,
             "--upgrade-sock" => parsed.upgrade_sock = value()?,
@@ -803,6 +821,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             )
         }
     };
+    // Knative's downward-API variable, read only where pods have one.
+    if kubernetes && parsed.pod_ip.is_none() {
+        parsed.pod_ip = std::env::var("POD_IP").ok().and_then(|v| v.parse().ok());
+    }
     parsed.source = match (config_dir, kubernetes) {
         (Some(dir), false) => Source::Files(dir),
         (None, true) => Source::Kubernetes,

@@ -3,6 +3,7 @@
 //! reaches it without a lock.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use knoxy_activator::{probe, Budget, Reporting, Share, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
@@ -36,6 +37,9 @@ pub struct Activator {
     pub queue_depth: usize,
     /// This replica's share of each revision's pods (`--activator-index`/`-replicas`).
     pub share: Option<Share>,
+    /// This gateway's pod IP (`--kubernetes`): among a revision's activators, its index
+    /// there gives its share instead.
+    pub pod_ip: Option<IpAddr>,
     /// What all held requests may keep (`--activator-held-bytes`).
     pub budget: Option<Arc<Budget>>,
     /// Where throttlers report their revision's demand (None: not reported).
@@ -44,11 +48,28 @@ pub struct Activator {
     pub prober: Option<tokio::runtime::Handle>,
 }
 
+impl Activator {
+    /// This replica's share of `rev`'s pods: its index among the revision's activators
+    /// when it knows its own IP and is one of them (Proxy mode); all pods when it knows its
+    /// IP and is not (Knative's index -1); else the flags' share.
+    fn share_of(&self, rev: &RevisionTarget) -> Option<Share> {
+        match self.pod_ip {
+            Some(ip) if !rev.activators.is_empty() => rev
+                .activators
+                .iter()
+                .position(|a| *a == ip)
+                .and_then(|i| Share::new(i, rev.activators.len())),
+            _ => self.share,
+        }
+    }
+}
+
 impl Default for Activator {
     fn default() -> Self {
         Activator {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             share: None,
+            pod_ip: None,
             budget: None,
             sink: None,
             prober: None,
@@ -74,12 +95,14 @@ impl Served {
         for (key, rev) in &table.revisions {
             let throttler = match previous.throttlers.get(key) {
                 Some(kept) => {
+                    // Replicas come and go: the share is taken again with the pods.
+                    let kept = Arc::clone(kept).shared(previous.activator.share_of(rev));
                     kept.set_pods(
                         rev.settings.container_concurrency,
                         &rev.ready,
                         &rev.not_ready,
                     );
-                    Arc::clone(kept)
+                    kept
                 }
                 None => previous.new_throttler(rev),
             };
@@ -142,7 +165,7 @@ impl Served {
             sink: sink.clone(),
         });
         let mut throttler = Throttler::reporting(cc, role.queue_depth, reporting)
-            .shared(role.share)
+            .shared(role.share_of(rev))
             .budgeted(role.budget.clone());
         if let Some(prober) = &role.prober {
             throttler = throttler.probing();
@@ -205,6 +228,31 @@ pub fn table_of(yaml: &str) -> RouteTable {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+
+    #[test]
+    fn a_gateway_among_a_revisions_activators_takes_its_index_share() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let rev = RevisionTarget {
+            key: "d/r".into(),
+            settings: knoxy_control::revision::RevisionSpec::default()
+                .settings("spec")
+                .expect("defaults"),
+            ready: Vec::new(),
+            not_ready: Vec::new(),
+            activators: vec![ip("10.0.0.10"), ip("10.0.0.9")],
+        };
+        let flags = Share::new(1, 4);
+        let role = |pod_ip: Option<&str>| Activator {
+            share: flags,
+            pod_ip: pod_ip.map(ip),
+            ..Activator::default()
+        };
+        assert_eq!(role(Some("10.0.0.9")).share_of(&rev), Share::new(1, 2));
+        // Not among them (Serve mode lists pods): Knative's index -1, every pod.
+        assert_eq!(role(Some("10.0.0.5")).share_of(&rev), None);
+        // Not knowing its own IP, the flags decide.
+        assert_eq!(role(None).share_of(&rev), flags);
+    }
 
     #[test]
     fn pools_of_endpoints_the_table_no_longer_names_are_dropped_and_others_kept() {

@@ -3,6 +3,8 @@
 //! get; KIngress status is written as contract §1.4 says, by one leader; another class's
 //! KIngress stays byte-identical; dropped watches and `410 Gone` lose no event.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -345,4 +347,142 @@ async fn one_leader_writes_status_and_another_takes_over_when_it_stops_renewing(
     ));
     assert_eq!(until_ready(&api, "hello").await["observedGeneration"], 2);
     first.signal(Signal::SIGCONT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_naming_a_revision_goes_to_its_pods_while_the_revision_exists() {
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    // The public Service lists an activator that is not there (a closed port): a request
+    // answered 200 went to the revision's own pods, through its throttler.
+    api.create(service("hello-00001"));
+    api.create(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "hello-00001-activators", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "hello-00001"}},
+        "addressType": "IPv4", "endpoints": [{"addresses": ["127.0.0.1"]}],
+        "ports": [{"name": "http", "port": knoxy_tests::closed_port()}]}),
+    );
+    api.create(slice("hello-00001-private", &pod));
+    api.create(
+        json!({"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+        "metadata": {"name": "hello-00001", "namespace": "default"},
+        "spec": {"containerConcurrency": 1, "timeoutSeconds": 30, "containers": [{"image": "x"}]}}),
+    );
+    let mut hello = kingress("hello", KNOXY, &["hello.example.com"], "hello-00001");
+    hello["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["appendHeaders"] =
+        json!({"Knative-Serving-Revision": "hello-00001", "Knative-Serving-Namespace": "default"});
+    api.create(hello);
+    let gw = gateway(&api, &dir, "knoxy-a");
+    until_served(&gw, "hello.example.com", "pod-a").await;
+    // Without the Revision, the split goes to the public Service's endpoints: nothing there.
+    api.delete(
+        "serving.knative.dev/v1",
+        "Revision",
+        "default",
+        "hello-00001",
+    );
+    until(
+        Duration::from_secs(10),
+        "the public endpoints",
+        async || {
+            let (status, _, _) = get_host(&gw, "public", "hello.example.com", "/").await;
+            status.is_server_error().then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_names_the_rule_and_a_malformed_object_holds_back_only_itself() {
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    api.create(service("hello-00001"));
+    api.create(slice("hello-00001", &pod));
+    api.create(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com"],
+        "hello-00001",
+    ));
+    let mut bad = kingress("bad", KNOXY, &["bad.example.com"], "hello-00001");
+    bad["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["percent"] = json!("half");
+    api.create(bad);
+    api.forbid("list", "revisions");
+    let gw = gateway(&api, &dir, "knoxy-a");
+    assert!(
+        gw.wait_for_output(
+            "forbidden: cannot list revisions.serving.knative.dev",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.stderr_text()
+    );
+    assert!(gw
+        .stderr_text()
+        .contains("resources: [revisions], verbs: [get, list, watch]"));
+    // Not ready until every kind is listed.
+    assert_eq!(
+        admin(&gw, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    api.allow("list", "revisions");
+    until(Duration::from_secs(15), "/ready once allowed", async || {
+        (admin(&gw, "/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    until_served(&gw, "hello.example.com", "pod-a").await;
+    let (status, _, _) = get_host(&gw, "public", "bad.example.com", "/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, body) = admin(&gw, "/status").await;
+    assert!(
+        body.contains("Ingress default/bad: spec.rules[0].http.paths[0].splits[0].percent: "),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_comes_from_the_secret_a_kingress_names_and_no_other_secret_is_read() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let host = "secure.example.com";
+    let api = FakeApi::start();
+    let dir = TempDir::new("kube");
+    let pod = backend_with(&["--suffix", "pod-a"]);
+    let (cert, key, root) = common::certificate(&[host]);
+    api.create(service("hello-00001"));
+    api.create(slice("hello-00001", &pod));
+    let secret = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": "default"},
+            "data": {"tls.crt": b64(&cert), "tls.key": b64(&key)}})
+    };
+    api.create(secret("secure-cert"));
+    api.create(secret("someone-elses"));
+    let mut secure = kingress("secure", KNOXY, &[host], "hello-00001");
+    secure["spec"]["tls"] =
+        json!([{"hosts": [host], "secretName": "secure-cert", "secretNamespace": "default"}]);
+    api.create(secure);
+    let gw = gateway(&api, &dir, "knoxy-a");
+    let tls = common::tls_connector(&root, b"h2");
+    let served = until(Duration::from_secs(10), "TLS served", async || {
+        common::get_tls(gw.addr("https"), host, "/", &tls)
+            .await
+            .ok()
+            .filter(|(s, _, _)| *s == StatusCode::OK)
+    })
+    .await;
+    assert!(served.2.contains("pod-a"), "{served:?}");
+    // Only the named Secret was fetched; the others are known by their metadata alone.
+    let secret_reads: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces/") && r.contains("/secrets/"))
+        .collect();
+    assert_eq!(
+        secret_reads,
+        ["GET /api/v1/namespaces/default/secrets/secure-cert"]
+    );
 }

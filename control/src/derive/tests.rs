@@ -1133,6 +1133,33 @@ fn a_split_naming_a_revision_goes_to_its_private_pods_not_its_public_endpoints()
 }
 
 #[test]
+fn a_revision_lists_the_activators_of_its_subset_sorted_as_text() {
+    let paths = json!([{"splits": [split("hello-00001", json!(80), 100)]}]);
+    let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
+    // Proxy mode: the public endpoints are activators, sorted by their text as Knative does
+    // (10.0.0.10 before 10.0.0.9).
+    let snap = with_revisions(
+        snapshot(
+            vec![ing],
+            vec![revision(
+                "hello-00001",
+                false,
+                &["10.0.0.9", "10.0.0.10", "10.0.0.9"],
+            )],
+        ),
+        vec![knative_revision(
+            "hello-00001",
+            json!({"containerConcurrency": 1}),
+            &[("10.1.0.1", true)],
+        )],
+    );
+    let out = derive(&snap, &DeriveConfig::default());
+    let rev = revision_of(&only_route(&out.table.public, "a.example.com").splits[0]);
+    let ips: Vec<String> = rev.activators.iter().map(ToString::to_string).collect();
+    assert_eq!(ips, ["10.0.0.10", "10.0.0.9"]);
+}
+
+#[test]
 fn an_h2c_revision_uses_the_http2_queue_port_and_a_revision_at_zero_is_still_served() {
     let paths = json!([{"splits": [split("grpc-00001", json!(81), 50), split("zero-00001", json!(80), 50)]}]);
     let ing = hello(json!([rule(&["a.example.com"], "ExternalIP", paths)]));
