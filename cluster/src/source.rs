@@ -54,15 +54,25 @@ pub(crate) struct Shared {
     /// This replica holds the lease: it writes status.
     pub(crate) leading: Arc<AtomicBool>,
     pub(crate) installed_changed: tokio::sync::Notify,
+    /// The status of each KIngress of Knoxy's class, as the watch last saw it; apart from
+    /// `state`, so that the status writer's look at it never delays a table.
+    pub(crate) observed: Mutex<Observed>,
     /// The KIngresses moved: the Secrets they name may have too.
     ingresses_changed: tokio::sync::Notify,
+}
+
+/// The statuses the watch saw, and which of them moved since the status writer looked.
+#[derive(Default)]
+pub(crate) struct Observed {
+    pub(crate) statuses: Statuses,
+    pub(crate) moved: std::collections::HashSet<String>,
+    /// A relist replaced them all.
+    pub(crate) all_moved: bool,
 }
 
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) snapshot: Snapshot,
-    /// The status of each KIngress of Knoxy's class, as the watch last saw it.
-    pub(crate) observed: Statuses,
     /// What the installed table serves.
     pub(crate) installed: Arc<Installed>,
     /// Whether each kind has been listed since the start.
@@ -81,7 +91,7 @@ pub(crate) struct State {
 /// and calls `install` with each new snapshot; it answers with each KIngress's status.
 pub fn start<F>(options: Options, install: F) -> Result<Running, String>
 where
-    F: FnMut(&Snapshot) -> BTreeMap<String, IngressStatus> + Send + 'static,
+    F: FnMut(&Snapshot) -> Arc<BTreeMap<String, IngressStatus>> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,6 +104,7 @@ where
         synced: AtomicBool::new(false),
         leading: Arc::default(),
         installed_changed: tokio::sync::Notify::new(),
+        observed: Mutex::default(),
         ingresses_changed: tokio::sync::Notify::new(),
     });
     let watching = Arc::clone(&shared);
@@ -183,12 +194,21 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
                     logged = None;
                 }
                 let mut unused = Statuses::new();
-                let statuses = if T::STATUS {
-                    &mut state.observed
-                } else {
-                    &mut unused
-                };
+                let mut observed = T::STATUS.then(|| shared.observed.lock());
+                if let Some(o) = observed.as_deref_mut() {
+                    match &event {
+                        watcher::Event::Apply(w)
+                        | watcher::Event::Delete(w)
+                        | watcher::Event::InitApply(w) => {
+                            o.moved.insert(w.key());
+                        }
+                        watcher::Event::InitDone => o.all_moved = true,
+                        watcher::Event::Init => {}
+                    }
+                }
+                let statuses = observed.as_mut().map_or(&mut unused, |o| &mut o.statuses);
                 let change = store::apply(&mut state.snapshot, statuses, &mut kept, event);
+                drop(observed);
                 if change == Change::Listed {
                     state.listed[slot] = true;
                 }
@@ -349,19 +369,19 @@ fn named_secrets(snapshot: &Snapshot) -> std::collections::BTreeSet<String> {
 /// while a table is being derived are taken together by the next one.
 fn install_each<F>(shared: &Shared, mut install: F)
 where
-    F: FnMut(&Snapshot) -> BTreeMap<String, IngressStatus>,
+    F: FnMut(&Snapshot) -> Arc<BTreeMap<String, IngressStatus>>,
 {
     for table in 1.. {
-        let snapshot = {
-            let mut state = shared.state.lock();
-            while !(state.dirty && state.listed.iter().all(|l| *l)) {
-                shared.wake.wait(&mut state);
-            }
-            state.dirty = false;
-            state.snapshot.clone()
-        };
-        let statuses = install(&snapshot);
-        shared.state.lock().installed = Arc::new(Installed::new(table, &snapshot, statuses));
+        let mut state = shared.state.lock();
+        while !(state.dirty && state.listed.iter().all(|l| *l)) {
+            shared.wake.wait(&mut state);
+        }
+        state.dirty = false;
+        // Derived under the lock rather than from a copy: copying 10,000 KIngresses' worth
+        // of maps cost more than the watch events that wait meanwhile.
+        let statuses = install(&state.snapshot);
+        state.installed = Arc::new(Installed::new(table, &state.snapshot, &statuses));
+        drop(state);
         shared.installed_changed.notify_one();
         shared.synced.store(true, Ordering::Release);
     }

@@ -21,6 +21,7 @@ use knoxy_control::kingress::KIngress;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::connect::chain;
@@ -57,15 +58,21 @@ impl Installed {
     pub fn new(
         table: u64,
         snapshot: &Snapshot,
-        statuses: BTreeMap<String, IngressStatus>,
+        statuses: &BTreeMap<String, IngressStatus>,
     ) -> Installed {
-        let statuses = statuses
-            .into_iter()
-            .filter_map(|(key, s)| {
-                Some((snapshot.ingresses.get(&key)?.metadata.generation, s)).map(|v| (key, v))
-            })
-            .collect();
-        Installed { table, statuses }
+        // Both maps are sorted by key: walked side by side rather than looked up.
+        let mut ingresses = snapshot.ingresses.iter().peekable();
+        let mut kept = BTreeMap::new();
+        for (key, status) in statuses {
+            while ingresses.next_if(|(k, _)| *k < key).is_some() {}
+            if let Some((_, ingress)) = ingresses.next_if(|(k, _)| *k == key) {
+                kept.insert(key.clone(), (ingress.metadata.generation, status.clone()));
+            }
+        }
+        Installed {
+            table,
+            statuses: kept,
+        }
     }
 
     /// `namespace/name` → generation, of each KIngress served as it is now (`/served`).
@@ -84,10 +91,24 @@ struct Peer {
     served: Arc<BTreeMap<String, i64>>,
 }
 
+/// What a KIngress's status was last decided from: while none of it moves, it is not
+/// looked at again.
+struct Decided {
+    generation: i64,
+    derived: IngressStatus,
+    everywhere: bool,
+    observed: Option<Arc<str>>,
+    /// When a status was written that the watch has not shown back yet.
+    wrote: Option<Instant>,
+}
+
 pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing: Writing) {
     let ar = KIngress::api_resource();
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
-    let mut written: HashMap<String, (Value, Instant)> = HashMap::new();
+    let mut decided: HashMap<String, Decided> = HashMap::new();
+    // What the last look saw: only what moved since is looked at again.
+    let mut seen_installed: Arc<Installed> = Arc::default();
+    let mut seen_views: Vec<(SocketAddr, String)> = Vec::new();
     let mut alone_logged = false;
     loop {
         tokio::select! {
@@ -95,16 +116,15 @@ pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing:
             () = tokio::time::sleep(TICK) => {}
         }
         if !shared.leading.load(Ordering::Acquire) {
-            written.clear();
+            decided.clear();
+            seen_installed = Arc::default();
             continue;
         }
-        let (installed, observed, replicas) = {
+        let (installed, replicas) = {
             let state = shared.state.lock();
-            let replicas = replicas(&state.snapshot, &writing.peers);
             (
                 Arc::clone(&state.installed),
-                state.observed.clone(),
-                replicas,
+                replicas(&state.snapshot, &writing.peers),
             )
         };
         // What each replica serves; one that does not answer serves nothing yet.
@@ -136,53 +156,125 @@ pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing:
             .round(Unit::Second)
             .map(|t| t.to_string())
             .unwrap_or_default();
+        let views_tags: Vec<(SocketAddr, String)> = replicas
+            .iter()
+            .map(|a| (*a, peers.get(a).map(|p| p.etag.clone()).unwrap_or_default()))
+            .collect();
         let mut updates = Vec::new();
-        for (key, (generation, derived)) in &installed.statuses {
-            let everywhere = matches!(derived, IngressStatus::Ready { .. })
-                && views.iter().all(|v| v.get(key) == Some(generation));
-            let desired = ingress_status(derived, *generation, everywhere, &writing.balancers);
-            let Some(value) = status_update(&desired, observed.get(key), &now) else {
-                written.remove(key);
-                continue;
+        {
+            let mut observed = shared.observed.lock();
+            // Everything when the replicas' views or a relist moved; else what the table or
+            // the watch moved, and writes not yet seen back.
+            let everything = views_tags != seen_views || observed.all_moved;
+            let mut looks: std::collections::BTreeSet<&String> =
+                std::mem::take(&mut observed.moved)
+                    .iter()
+                    .filter_map(|k| installed.statuses.get_key_value(k).map(|(k, _)| k))
+                    .collect();
+            looks.extend(moved_between(&seen_installed, &installed));
+            looks.extend(
+                decided
+                    .iter()
+                    .filter(|(_, d)| d.wrote.is_some_and(|at| at.elapsed() >= REWRITE))
+                    .filter_map(|(k, _)| installed.statuses.get_key_value(k).map(|(k, _)| k)),
+            );
+            observed.all_moved = false;
+            let keys: Box<dyn Iterator<Item = &String>> = if everything {
+                Box::new(installed.statuses.keys())
+            } else {
+                Box::new(looks.into_iter())
             };
-            let pending = written
-                .get(key)
-                .is_some_and(|(v, at)| same_but_times(v, &value) && at.elapsed() < REWRITE);
-            if !pending {
-                updates.push((key.clone(), value));
+            for key in keys {
+                let Some((generation, derived)) = installed.statuses.get(key) else {
+                    continue;
+                };
+                let everywhere = matches!(derived, IngressStatus::Ready { .. })
+                    && views.iter().all(|v| v.get(key) == Some(generation));
+                let observed = observed.statuses.get(key);
+                let unmoved = decided.get(key).is_some_and(|d| {
+                    d.generation == *generation
+                        && d.everywhere == everywhere
+                        && d.derived == *derived
+                        && d.observed.as_ref().map(Arc::as_ptr) == observed.map(Arc::as_ptr)
+                        && d.wrote.is_none_or(|at| at.elapsed() < REWRITE)
+                });
+                if unmoved {
+                    continue;
+                }
+                let desired = ingress_status(derived, *generation, everywhere, &writing.balancers);
+                let before: Option<Value> = observed.and_then(|s| serde_json::from_str(s).ok());
+                let update = status_update(&desired, before.as_ref(), &now);
+                decided.insert(
+                    key.clone(),
+                    Decided {
+                        generation: *generation,
+                        derived: derived.clone(),
+                        everywhere,
+                        observed: observed.cloned(),
+                        wrote: update.is_some().then(Instant::now),
+                    },
+                );
+                // As text: a KIngress's status is a few hundred bytes, its `Value` several KB.
+                let patch = update.and_then(|status| {
+                    RawValue::from_string(json!({ "status": status }).to_string()).ok()
+                });
+                if let Some(patch) = patch {
+                    updates.push((key.clone(), patch));
+                }
             }
         }
-        written.retain(|k, _| installed.statuses.contains_key(k));
-        let results = futures_util::stream::iter(updates.into_iter().map(|(key, value)| {
+        decided.retain(|k, _| installed.statuses.contains_key(k));
+        seen_installed = Arc::clone(&installed);
+        seen_views = views_tags;
+        let results = futures_util::stream::iter(updates.into_iter().map(|(key, patch)| {
             let client = client.clone();
             let ar = ar.clone();
             async move {
                 let (ns, name) = key.split_once('/').unwrap_or_default();
                 let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
-                let patch = Patch::Merge(json!({"status": &value}));
+                let patch = Patch::Merge(&patch);
+                // The object written back is not needed: only whether the write took.
                 let result = api
                     .patch_status(name, &PatchParams::default(), &patch)
-                    .await;
-                (key, value, result)
+                    .await
+                    .map(drop);
+                (key, result)
             }
         }))
         .buffer_unordered(WRITES)
         .collect::<Vec<_>>()
         .await;
-        for (key, value, result) in results {
+        for (key, result) in results {
             match result {
-                Ok(_) => {
-                    written.insert(key, (value, Instant::now()));
-                }
+                Ok(_) => {}
                 // Deleted since: nothing to say of it.
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => eprintln!(
-                    "knoxy: cannot write the status of KIngress {key}: {}",
-                    chain(&e)
-                ),
+                Err(e) => {
+                    // Decided again on the next look.
+                    decided.remove(&key);
+                    eprintln!(
+                        "knoxy: cannot write the status of KIngress {key}: {}",
+                        chain(&e)
+                    );
+                }
             }
         }
     }
+}
+
+/// The keys whose generation or derived status differ between two installed tables (both
+/// sorted: walked side by side).
+fn moved_between<'a>(before: &'a Installed, now: &'a Installed) -> Vec<&'a String> {
+    let mut old = before.statuses.iter().peekable();
+    let mut moved = Vec::new();
+    for (key, entry) in &now.statuses {
+        while old.next_if(|(k, _)| *k < key).is_some() {}
+        match old.next_if(|(k, _)| *k == key) {
+            Some((_, was)) if was == entry => {}
+            _ => moved.push(key),
+        }
+    }
+    moved
 }
 
 /// The ready endpoints of the peers Service, on its port named `admin`.
@@ -261,19 +353,6 @@ async fn fetch(addr: SocketAddr, etag: Option<String>) -> Result<Option<Peer>, S
     tokio::time::timeout(PEER_TIMEOUT, get)
         .await
         .map_err(|_| format!("{addr}/served did not answer within {PEER_TIMEOUT:?}"))?
-}
-
-/// Equal but for the conditions' `lastTransitionTime`.
-fn same_but_times(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(cs) = v["conditions"].as_array_mut() {
-            cs.iter_mut()
-                .for_each(|c| c["lastTransitionTime"] = Value::Null);
-        }
-        v
-    };
-    strip(a) == strip(b)
 }
 
 #[cfg(test)]

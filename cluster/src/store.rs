@@ -31,7 +31,7 @@ impl<T> Default for Kept<T> {
 }
 
 /// The `status` of each kept object of a kind whose status Knoxy writes.
-pub type Statuses = BTreeMap<String, serde_json::Value>;
+pub type Statuses = BTreeMap<String, Arc<str>>;
 
 /// What an event did to the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +348,7 @@ mod tests {
             Event::Apply(with_status("a", "2", 2)),
         );
         assert_eq!(change, Change::None);
-        assert_eq!(statuses["ns/a"]["observedGeneration"], 2);
+        assert_eq!(&*statuses["ns/a"], r#"{"observedGeneration":2}"#);
         apply(&mut snap, &mut statuses, &mut kept, Event::Init);
         apply(
             &mut snap,

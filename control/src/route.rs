@@ -145,6 +145,24 @@ impl HostTable {
         self.hosts.values().chain(&self.any).map(Arc::as_ref)
     }
 
+    /// The virtual hosts that are not the very ones `before` has under the same name (a
+    /// KIngress translated again gets new ones; an unchanged one keeps its own).
+    pub fn changed_since<'a>(
+        &'a self,
+        before: &'a HostTable,
+    ) -> impl Iterator<Item = &'a VirtualHost> {
+        let hosts = self
+            .hosts
+            .iter()
+            .filter(|(name, v)| before.hosts.get(*name).is_none_or(|b| !Arc::ptr_eq(b, v)))
+            .map(|(_, v)| v);
+        let any = self
+            .any
+            .iter()
+            .filter(|v| before.any.as_ref().is_none_or(|b| !Arc::ptr_eq(b, v)));
+        hosts.chain(any).map(Arc::as_ref)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -48,7 +48,7 @@ pub struct Admin {
 #[derive(Debug, Default)]
 pub struct Status {
     pub generation: u64,
-    pub ingresses: BTreeMap<String, IngressStatus>,
+    pub ingresses: Arc<BTreeMap<String, IngressStatus>>,
     pub errors: Vec<FileError>,
 }
 
@@ -219,7 +219,7 @@ mod tests {
     fn status_shows_what_an_invalid_ingress_still_serves_and_the_file_errors() {
         let status = Status {
             generation: 3,
-            ingresses: BTreeMap::from([(
+            ingresses: Arc::new(BTreeMap::from([(
                 "default/x".to_owned(),
                 IngressStatus::Invalid {
                     errors: vec![FieldError {
@@ -228,7 +228,7 @@ mod tests {
                     }],
                     serving: Some("abc".into()),
                 },
-            )]),
+            )])),
             errors: vec![FileError {
                 file: "/config/y.yaml".into(),
                 document: Some(2),

@@ -447,7 +447,7 @@ impl Tables {
         snap: &Snapshot,
         errors: Vec<files::FileError>,
         started: Instant,
-    ) -> BTreeMap<String, IngressStatus> {
+    ) -> Arc<BTreeMap<String, IngressStatus>> {
         let derived = self.deriver.lock().derive(snap);
         let (certs, cert_problems) =
             tls::CertStore::build(&derived.table.certs, &self.certs.load());
@@ -481,10 +481,10 @@ impl Tables {
             eprintln!("knoxy: {p}");
         }
         self.metrics.table_ingresses.set(count);
-        let statuses = derived.status.clone();
+        let statuses = Arc::new(derived.status);
         self.status.store(Arc::new(admin::Status {
             generation: self.metrics.table_generation.get(),
-            ingresses: derived.status,
+            ingresses: Arc::clone(&statuses),
             errors,
         }));
         statuses

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use knoxy_activator::{probe, Budget, Reporting, Share, StatSink, Throttler, DEFAULT_QUEUE_DEPTH};
-use knoxy_control::route::{RevisionTarget, RouteTable, Target};
+use knoxy_control::route::{RevisionTarget, RouteTable, Target, VirtualHost};
 use knoxy_upstream::{Connect, Endpoint, Upstream};
 
 /// Idle HTTP/1.1 connections kept per endpoint (Knative's `MaxIdleConnsPerHost`).
@@ -28,7 +28,12 @@ pub struct Served {
     activator: Activator,
     /// How new pools open connections (None: TCP); the in-memory tests plug one in.
     connector: Option<Arc<dyn Connect>>,
+    /// Tables since the pools were last built from scratch.
+    since_rebuild: usize,
 }
+
+/// A table in this many builds its pools from scratch, dropping those no longer named.
+const REBUILD_EVERY: usize = 256;
 
 /// How the gateway plays the activator: the same for every revision and every table.
 #[derive(Clone)]
@@ -88,7 +93,21 @@ impl Served {
     /// connections), the others are new; pools of endpoints no longer named are dropped
     /// (requests still running on them finish on their own connections).
     pub fn new(table: RouteTable, previous: &Served) -> Served {
-        let mut pools = HashMap::with_capacity_and_hasher(previous.pools.len(), Fast::default());
+        // A table that changed a few virtual hosts starts from the previous pools and adds
+        // what those name (10,000 KIngresses with 50,000 endpoints swap in a few ms, not
+        // tens); pools of endpoints no longer named go at the next full rebuild.
+        let changed: Vec<&VirtualHost> = table
+            .public
+            .changed_since(&previous.table.public)
+            .chain(table.private.changed_since(&previous.table.private))
+            .collect();
+        let hosts = table.public.len() + table.private.len();
+        let incremental = previous.since_rebuild < REBUILD_EVERY && changed.len() * 8 < hosts;
+        let mut pools = if incremental {
+            previous.pools.clone()
+        } else {
+            HashMap::with_capacity_and_hasher(previous.pools.len(), Fast::default())
+        };
         let mut throttlers = HashMap::default();
         // Every revision gets its throttler, and pools for its pods, ready or not yet (a pod
         // that passes its probe early is used before Kubernetes calls it ready).
@@ -115,7 +134,11 @@ impl Served {
                 pools.insert(endpoint, pool);
             }
         }
-        let vhosts = table.public.vhosts().chain(table.private.vhosts());
+        let vhosts: Box<dyn Iterator<Item = &VirtualHost>> = if incremental {
+            Box::new(changed.into_iter())
+        } else {
+            Box::new(table.public.vhosts().chain(table.private.vhosts()))
+        };
         for split in vhosts.flat_map(|v| &v.routes).flat_map(|r| &r.splits) {
             let endpoints: Vec<Endpoint> = match &split.backend.target {
                 Target::Endpoints(addrs) => addrs.iter().copied().map(Endpoint::Addr).collect(),
@@ -127,13 +150,17 @@ impl Served {
                 }],
             };
             for endpoint in endpoints {
-                if pools.contains_key(&endpoint) {
-                    continue;
+                if let std::collections::hash_map::Entry::Vacant(slot) = pools.entry(endpoint) {
+                    let endpoint = slot.key();
+                    let pool = previous.pools.get(endpoint).cloned().unwrap_or_else(|| {
+                        Upstream::with_connector(
+                            endpoint.clone(),
+                            MAX_IDLE,
+                            previous.connector.clone(),
+                        )
+                    });
+                    slot.insert(pool);
                 }
-                let pool = previous.pools.get(&endpoint).cloned().unwrap_or_else(|| {
-                    Upstream::with_connector(endpoint.clone(), MAX_IDLE, previous.connector.clone())
-                });
-                pools.insert(endpoint, pool);
             }
         }
         Served {
@@ -142,6 +169,11 @@ impl Served {
             throttlers,
             activator: previous.activator.clone(),
             connector: previous.connector.clone(),
+            since_rebuild: if incremental {
+                previous.since_rebuild + 1
+            } else {
+                0
+            },
         }
     }
 
@@ -153,6 +185,7 @@ impl Served {
             throttlers: HashMap::default(),
             activator,
             connector: None,
+            since_rebuild: 0,
         }
     }
 

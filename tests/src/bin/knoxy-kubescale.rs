@@ -3,8 +3,9 @@
 //! the time from starting `knoxy` to it serving all of them, the time from each of U
 //! KIngress updates (a new host) to the gateway serving it, and knoxy's RSS.
 //!
-//! Serving is what Knative's prober sees: `K-Network-Probe: probe` for the host answers 200
-//! (404 while the host is unknown), so no backend is needed.
+//! A host is served once the gateway routes it: it answers 404 itself while the host is
+//! unknown, and 502 once it is routed (the endpoints are loopback addresses on a closed
+//! port, refused at once), so no backend is needed.
 //!
 //! usage: knoxy-kubescale [--knoxy PATH] [--ingresses N] [--endpoints E] [--updates U]
 
@@ -37,10 +38,12 @@ fn main() {
     let api = FakeApi::start();
     let dir = std::env::temp_dir().join(format!("knoxy-kubescale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
+    // Bound and dropped: nothing listens there, so connections are refused at once.
+    let closed = free_port();
     let filled = Instant::now();
     for i in 0..o.ingresses {
         api.create(service(i));
-        api.create(slice(i, o.endpoints));
+        api.create(slice(i, o.endpoints, closed));
         api.create(kingress(i, &[]));
     }
     eprintln!(
@@ -50,8 +53,9 @@ fn main() {
         filled.elapsed().as_secs_f64()
     );
     let public = free_port();
+    let admin = free_port();
     let started = Instant::now();
-    let mut knoxy = Command::new(&o.knoxy)
+    let knoxy = Command::new(&o.knoxy)
         .args([
             "--kubernetes",
             "--pod-name",
@@ -70,32 +74,63 @@ fn main() {
             "--private-https",
             "127.0.0.1:0",
             "--admin",
-            "127.0.0.1:0",
         ])
+        .arg(format!("127.0.0.1:{admin}"))
+        .args(
+            std::env::var("KUBESCALE_KNOXY_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KUBECONFIG", api.kubeconfig(&dir))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("knoxy starts");
+    // Stopped on every way out, a failed wait included.
+    let knoxy = Stopped(knoxy);
     let addr = SocketAddr::from(([127, 0, 0, 1], public));
     let last = format!("hello-{}.default.example.com", o.ingresses - 1);
     wait_served(addr, &last);
     wait_served(addr, "hello-0.default.example.com");
     let serving = started.elapsed();
+    if std::env::var_os("KUBESCALE_DEBUG").is_some() {
+        for _ in 0..10 {
+            eprintln!(
+                "rss at {:.1} s: {:?}",
+                started.elapsed().as_secs_f64(),
+                memory(knoxy.0.id())
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let mut latencies = Vec::with_capacity(o.updates);
     for u in 0..o.updates {
         let i = u * o.ingresses.max(1) / o.updates.max(1);
         let host = format!("new-{u}.example.com");
         let wrote = Instant::now();
         api.apply(kingress(i, &[&host]));
+        let applied = wrote.elapsed();
         wait_served(addr, &host);
         latencies.push(wrote.elapsed());
+        if std::env::var_os("KUBESCALE_DEBUG").is_some() {
+            let metrics = get(SocketAddr::from(([127, 0, 0, 1], admin)), "/metrics");
+            let load = metrics
+                .lines()
+                .find(|l| l.starts_with("knoxy_route_table_load_seconds"))
+                .unwrap_or_default()
+                .to_owned();
+            eprintln!(
+                "update {u}: apply {:.1} ms, served {:.1} ms, {load}",
+                ms(applied),
+                ms(wrote.elapsed())
+            );
+        }
     }
     latencies.sort();
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
-    let (rss, peak) = memory(knoxy.id());
+    let (rss, peak) = memory(knoxy.0.id());
     println!("| KIngresses | endpoints | start to serving all | update to serving p50 | p99 | max | RSS | peak RSS |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -109,9 +144,28 @@ fn main() {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
-    let _ = knoxy.kill();
-    let _ = knoxy.wait();
+    drop(knoxy);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    /// SIGTERM first (it drains and exits at once, with no drain delay), then SIGKILL.
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn kingress(i: usize, extra: &[&str]) -> serde_json::Value {
@@ -134,23 +188,23 @@ fn service(i: usize) -> serde_json::Value {
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8012}]}})
 }
 
-fn slice(i: usize, endpoints: usize) -> serde_json::Value {
+fn slice(i: usize, endpoints: usize, port: u16) -> serde_json::Value {
     let endpoints: Vec<_> = (0..endpoints)
         .map(|e| {
             let n = i * endpoints + e;
-            json!({"addresses": [format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)], "conditions": {"ready": true}})
+            json!({"addresses": [format!("127.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, (n & 255).max(1))], "conditions": {"ready": true}})
         })
         .collect();
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("hello-{i}-abcde"), "namespace": "default",
             "labels": {"kubernetes.io/service-name": format!("hello-{i}")}},
-        "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "http", "port": 8012}]})
+        "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "http", "port": port}]})
 }
 
-/// Polls the network probe for `host` every millisecond until it answers 200.
+/// Asks for `host` every millisecond until the gateway routes it (anything but its 404).
 fn wait_served(addr: SocketAddr, host: &str) {
     let deadline = Instant::now() + LIMIT;
-    while probe(addr, host) != Some(200) {
+    while probe(addr, host).is_none_or(|status| status == 404) {
         assert!(
             Instant::now() < deadline,
             "{host} not served within {LIMIT:?}"
@@ -162,10 +216,27 @@ fn wait_served(addr: SocketAddr, host: &str) {
 fn probe(addr: SocketAddr, host: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /healthz HTTP/1.1\r\nHost: {host}\r\nK-Network-Probe: probe\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A GET's whole answer, head and body.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut text = String::new();
+    if let Ok(mut s) = TcpStream::connect(addr) {
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        );
+        let _ = s.read_to_string(&mut text);
+    }
+    text
 }
 
 /// (VmRSS, VmHWM) in KiB.
