@@ -1263,3 +1263,29 @@ fn a_remembering_deriver_sees_a_revisions_pods_and_settings_change() {
         (1, 2)
     );
 }
+
+#[test]
+fn only_the_virtual_hosts_of_a_changed_kingress_are_new() {
+    let mut deriver = Deriver::new(DeriveConfig::default());
+    let mut snap = snapshot(
+        vec![
+            on_host("a", "a.example.com", "rev-a"),
+            on_host("b", "b.example.com", "rev-b"),
+        ],
+        two_revisions(),
+    );
+    let first = deriver.derive(&snap).table;
+    snap.ingresses.insert(
+        "default/b".into(),
+        Arc::new(on_host("b", "b.example.com", "rev-a")),
+    );
+    let second = deriver.derive(&snap).table;
+    // The gateway builds upstream pools only for these (`changed_since`).
+    let changed: Vec<_> = second.public.changed_since(&first.public).collect();
+    assert_eq!(changed.len(), 1);
+    assert!(std::ptr::eq(
+        changed[0],
+        second.public.find("b.example.com").expect("b")
+    ));
+    assert_eq!(second.public.changed_since(&second.public).count(), 0);
+}
