@@ -149,6 +149,11 @@ mod tests {
     use knoxy_control::k8s::Service;
     use knoxy_control::kingress::{KIngress, INGRESS_CLASS_ANNOTATION, KNOXY_INGRESS_CLASS};
 
+    /// `apply` for kinds whose status is not read.
+    fn step<T: Kind>(snap: &mut Snapshot, kept: &mut Kept<T>, event: Event<Watched<T>>) -> Change {
+        apply(snap, &mut Statuses::new(), kept, event)
+    }
+
     fn watched<T: Kind>(json: serde_json::Value) -> Watched<T> {
         serde_json::from_value(json).expect("decodes")
     }
@@ -172,46 +177,28 @@ mod tests {
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Apply(service("gone", "1", 80))
-            ),
+            step(&mut snap, &mut kept, Event::Apply(service("gone", "1", 80))),
             Change::Changed
         );
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Apply(service("kept", "2", 80))
-            ),
+            step(&mut snap, &mut kept, Event::Apply(service("kept", "2", 80))),
             Change::Changed
         );
         let before = Arc::clone(&snap.services["ns/kept"]);
-        assert_eq!(
-            apply(&mut snap, &mut Statuses::new(), &mut kept, Event::Init),
-            Change::None
-        );
-        apply(
+        assert_eq!(step(&mut snap, &mut kept, Event::Init), Change::None);
+        step(
             &mut snap,
-            &mut Statuses::new(),
             &mut kept,
             Event::InitApply(service("kept", "3", 80)),
         );
-        apply(
+        step(
             &mut snap,
-            &mut Statuses::new(),
             &mut kept,
             Event::InitApply(service("new", "4", 81)),
         );
         // Until the list is done, the old objects are what is served.
         assert!(snap.services.contains_key("ns/gone"));
-        assert_eq!(
-            apply(&mut snap, &mut Statuses::new(), &mut kept, Event::InitDone),
-            Change::Listed
-        );
+        assert_eq!(step(&mut snap, &mut kept, Event::InitDone), Change::Listed);
         assert_eq!(
             snap.services.keys().collect::<Vec<_>>(),
             ["ns/kept", "ns/new"]
@@ -226,46 +213,21 @@ mod tests {
     fn a_new_resource_version_alone_is_no_change() {
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
-        apply(
-            &mut snap,
-            &mut Statuses::new(),
-            &mut kept,
-            Event::Apply(service("a", "1", 80)),
-        );
+        step(&mut snap, &mut kept, Event::Apply(service("a", "1", 80)));
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Apply(service("a", "2", 80))
-            ),
+            step(&mut snap, &mut kept, Event::Apply(service("a", "2", 80))),
             Change::None
         );
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Apply(service("a", "3", 81))
-            ),
+            step(&mut snap, &mut kept, Event::Apply(service("a", "3", 81))),
             Change::Changed
         );
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Delete(service("a", "4", 81))
-            ),
+            step(&mut snap, &mut kept, Event::Delete(service("a", "4", 81))),
             Change::Changed
         );
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Delete(service("a", "4", 81))
-            ),
+            step(&mut snap, &mut kept, Event::Delete(service("a", "4", 81))),
             Change::None
         );
         assert!(snap.services.is_empty());
@@ -281,19 +243,9 @@ mod tests {
         };
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
-        apply(
-            &mut snap,
-            &mut Statuses::new(),
-            &mut kept,
-            Event::Apply(service("a", "1", 80)),
-        );
+        step(&mut snap, &mut kept, Event::Apply(service("a", "1", 80)));
         assert_eq!(
-            apply(
-                &mut snap,
-                &mut Statuses::new(),
-                &mut kept,
-                Event::Apply(bad())
-            ),
+            step(&mut snap, &mut kept, Event::Apply(bad())),
             Change::None
         );
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 80);
@@ -303,21 +255,11 @@ mod tests {
             kept.problems
         );
         // A relist keeps it too, and a good version clears the problem.
-        apply(&mut snap, &mut Statuses::new(), &mut kept, Event::Init);
-        apply(
-            &mut snap,
-            &mut Statuses::new(),
-            &mut kept,
-            Event::InitApply(bad()),
-        );
-        apply(&mut snap, &mut Statuses::new(), &mut kept, Event::InitDone);
+        step(&mut snap, &mut kept, Event::Init);
+        step(&mut snap, &mut kept, Event::InitApply(bad()));
+        step(&mut snap, &mut kept, Event::InitDone);
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 80);
-        apply(
-            &mut snap,
-            &mut Statuses::new(),
-            &mut kept,
-            Event::Apply(service("a", "10", 81)),
-        );
+        step(&mut snap, &mut kept, Event::Apply(service("a", "10", 81)));
         assert!(kept.problems.is_empty());
         assert_eq!(snap.services["ns/a"].spec.ports[0].port, 81);
     }
@@ -372,18 +314,16 @@ mod tests {
         let mut snap = Snapshot::default();
         let mut kept = Kept::default();
         assert_eq!(
-            apply(
+            step(
                 &mut snap,
-                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("a", KNOXY_INGRESS_CLASS))
             ),
             Change::Changed
         );
         assert_eq!(
-            apply(
+            step(
                 &mut snap,
-                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("a", "istio.ingress.networking.knative.dev"))
             ),
@@ -391,9 +331,8 @@ mod tests {
         );
         assert!(snap.ingresses.is_empty());
         assert_eq!(
-            apply(
+            step(
                 &mut snap,
-                &mut Statuses::new(),
                 &mut kept,
                 Event::Apply(ingress("b", "istio.ingress.networking.knative.dev"))
             ),

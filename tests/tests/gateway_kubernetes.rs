@@ -50,6 +50,28 @@ fn peer(name: &str, gw: &Proc, ready: bool) -> Value {
         "ports": [{"name": "admin", "port": gw.addr("admin").port()}]})
 }
 
+/// A test backend whose answers carry `suffix`.
+fn pod(suffix: &str) -> Proc {
+    backend_with(&["--suffix", suffix])
+}
+
+/// Service `name` and its EndpointSlice: one pod.
+fn backend_of(api: &FakeApi, name: &str, pod: &Proc) {
+    api.create(service(name));
+    api.create(slice(name, pod));
+}
+
+/// KIngress `hello` for hello.example.com, on Service `hello-00001` backed by `pod`.
+fn hello(api: &FakeApi, pod: &Proc) {
+    backend_of(api, "hello-00001", pod);
+    api.create(kingress(
+        "hello",
+        KNOXY,
+        &["hello.example.com"],
+        "hello-00001",
+    ));
+}
+
 fn gateway(api: &FakeApi, dir: &TempDir, pod_name: &str) -> Proc {
     gateway_kube(
         &api.kubeconfig(&dir.0),
@@ -121,18 +143,8 @@ async fn until_ready(api: &FakeApi, name: &str) -> Value {
 async fn what_the_api_server_holds_is_what_requests_get() {
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let (a, b) = (
-        backend_with(&["--suffix", "pod-a"]),
-        backend_with(&["--suffix", "pod-b"]),
-    );
-    api.create(service("hello-00001"));
-    api.create(slice("hello-00001", &a));
-    api.create(kingress(
-        "hello",
-        KNOXY,
-        &["hello.example.com"],
-        "hello-00001",
-    ));
+    let (a, b) = (pod("pod-a"), pod("pod-b"));
+    hello(&api, &a);
     let theirs = kingress(
         "theirs",
         "kourier.ingress.networking.knative.dev",
@@ -223,18 +235,8 @@ async fn what_the_api_server_holds_is_what_requests_get() {
 async fn dropped_watches_and_410_lose_no_event() {
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let (a, b) = (
-        backend_with(&["--suffix", "pod-a"]),
-        backend_with(&["--suffix", "pod-b"]),
-    );
-    api.create(service("hello-00001"));
-    api.create(slice("hello-00001", &a));
-    api.create(kingress(
-        "hello",
-        KNOXY,
-        &["hello.example.com"],
-        "hello-00001",
-    ));
+    let (a, b) = (pod("pod-a"), pod("pod-b"));
+    hello(&api, &a);
     let gw = gateway(&api, &dir, "knoxy-a");
     until_served(&gw, "hello.example.com", "pod-a").await;
 
@@ -286,9 +288,8 @@ fn lists(api: &FakeApi, plural: &str) -> usize {
 async fn one_leader_writes_status_and_another_takes_over_when_it_stops_renewing() {
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let pod = backend_with(&["--suffix", "pod-a"]);
-    api.create(service("hello-00001"));
-    api.create(slice("hello-00001", &pod));
+    let pod = pod("pod-a");
+    backend_of(&api, "hello-00001", &pod);
     let first = gateway(&api, &dir, "knoxy-a");
     let holder = || {
         api.get(
@@ -353,7 +354,7 @@ async fn one_leader_writes_status_and_another_takes_over_when_it_stops_renewing(
 async fn a_split_naming_a_revision_goes_to_its_pods_while_the_revision_exists() {
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let pod = backend_with(&["--suffix", "pod-a"]);
+    let pod = pod("pod-a");
     // The public Service lists an activator that is not there (a closed port): a request
     // answered 200 went to the revision's own pods, through its throttler.
     api.create(service("hello-00001"));
@@ -398,15 +399,8 @@ async fn a_split_naming_a_revision_goes_to_its_pods_while_the_revision_exists() 
 async fn forbidden_names_the_rule_and_a_malformed_object_holds_back_only_itself() {
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let pod = backend_with(&["--suffix", "pod-a"]);
-    api.create(service("hello-00001"));
-    api.create(slice("hello-00001", &pod));
-    api.create(kingress(
-        "hello",
-        KNOXY,
-        &["hello.example.com"],
-        "hello-00001",
-    ));
+    let pod = pod("pod-a");
+    hello(&api, &pod);
     let mut bad = kingress("bad", KNOXY, &["bad.example.com"], "hello-00001");
     bad["spec"]["rules"][0]["http"]["paths"][0]["splits"][0]["percent"] = json!("half");
     api.create(bad);
@@ -450,10 +444,9 @@ async fn tls_comes_from_the_secret_a_kingress_names_and_no_other_secret_is_read(
     let host = "secure.example.com";
     let api = FakeApi::start();
     let dir = TempDir::new("kube");
-    let pod = backend_with(&["--suffix", "pod-a"]);
+    let pod = pod("pod-a");
     let (cert, key, root) = common::certificate(&[host]);
-    api.create(service("hello-00001"));
-    api.create(slice("hello-00001", &pod));
+    backend_of(&api, "hello-00001", &pod);
     let secret = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": name, "namespace": "default"},
