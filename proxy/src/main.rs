@@ -417,11 +417,13 @@ fn main() -> ExitCode {
         service.add_listener(listener_config(*addr, tls_listener));
         server.add_service(service);
     }
-    announce_when_listening(listeners);
+    let armed = Arc::new(AtomicBool::new(false));
+    announce_when_listening(listeners, Arc::clone(&armed));
     server.run(RunArgs {
         shutdown_signal: Box::new(signals::Signals {
             draining,
             drain_delay: args.drain_delay,
+            armed,
         }),
     });
     drain::run_before_exit(&before_exit);
@@ -492,9 +494,13 @@ impl Tables {
 }
 
 /// Prints `listening on <label> <addr>` once each address accepts connections (Pingora binds
-/// them inside `run_forever`); tests and local mode read these lines.
-fn announce_when_listening(addrs: Vec<(&'static str, SocketAddr)>) {
+/// them inside `run_forever`) and the signal handlers are installed (a SIGTERM before them
+/// would kill the process undrained); tests and local mode read these lines.
+fn announce_when_listening(addrs: Vec<(&'static str, SocketAddr)>, armed: Arc<AtomicBool>) {
     std::thread::spawn(move || {
+        while !armed.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for (label, addr) in addrs {
             while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
                 std::thread::sleep(Duration::from_millis(5));

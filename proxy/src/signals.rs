@@ -18,6 +18,9 @@ pub struct Signals {
     /// Read by `/ready`.
     pub draining: Arc<AtomicBool>,
     pub drain_delay: Duration,
+    /// Set once the handlers are installed: until then SIGTERM would kill the process
+    /// undrained, so the gateway does not say it is listening before.
+    pub armed: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -28,7 +31,10 @@ impl ShutdownSignalWatch for Signals {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(q), Ok(t), Ok(i)) => (q, t, i),
+            (Ok(q), Ok(t), Ok(i)) => {
+                self.armed.store(true, Ordering::Release);
+                (q, t, i)
+            }
             _ => {
                 eprintln!("knoxy: cannot install signal handlers; stopping");
                 return ShutdownSignal::FastShutdown;
