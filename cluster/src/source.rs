@@ -181,18 +181,13 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
         .boxed();
     let mut kept = Kept::<T>::default();
     let (group, _, kind, plural) = T::RESOURCE;
-    let mut logged: Option<(String, Instant)> = None;
+    let mut failures = Failures::new((group, plural), slot);
     while let Some(event) = events.next().await {
         let mut guard = shared.state.lock();
         let state = &mut *guard;
         match event {
             Ok(event) => {
-                // A (re)list starts with Init before it asks anything: not yet a success.
-                let answered = !matches!(event, watcher::Event::Init);
-                if answered && state.errors[slot].take().is_some() {
-                    eprintln!("knoxy: watching {plural} again");
-                    logged = None;
-                }
+                failures.answered(state, &event);
                 let mut unused = Statuses::new();
                 let mut observed = T::STATUS.then(|| shared.observed.lock());
                 if let Some(o) = observed.as_deref_mut() {
@@ -236,17 +231,7 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
                     }
                 }
             }
-            Err(e) => {
-                let text = explain::watch_error(&e, (group, plural));
-                let repeat = logged
-                    .as_ref()
-                    .is_none_or(|(last, at)| *last != text || at.elapsed() >= REPEAT_ERROR);
-                if repeat {
-                    eprintln!("knoxy: {text} (retrying)");
-                    logged = Some((text.clone(), Instant::now()));
-                }
-                state.errors[slot] = Some(text);
-            }
+            Err(e) => failures.failed(state, &e),
         }
     }
 }
@@ -265,12 +250,13 @@ async fn watch_secrets(client: Client, shared: Arc<Shared>, slot: usize) {
     let mut listing: Option<BTreeMap<String, String>> = None;
     let mut fetched: BTreeMap<String, String> = BTreeMap::new();
     let mut listed = false;
-    let mut logged = String::new();
+    let mut failures = Failures::new(("", "secrets"), slot);
     loop {
         tokio::select! {
             event = events.next() => match event {
                 None => return,
                 Some(Ok(event)) => {
+                    failures.answered(&mut shared.state.lock(), &event);
                     let version = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
                         let key = format!("{}/{}", m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default());
                         (key, m.resource_version.clone().unwrap_or_default())
@@ -293,17 +279,9 @@ async fn watch_secrets(client: Client, shared: Arc<Shared>, slot: usize) {
                             versions.remove(&version(&m.metadata).0);
                         }
                     }
-                    if shared.state.lock().errors[slot].take().is_some() {
-                        eprintln!("knoxy: watching secrets again");
-                    }
                 }
                 Some(Err(e)) => {
-                    let text = explain::watch_error(&e, ("", "secrets"));
-                    if text != logged {
-                        eprintln!("knoxy: {text} (retrying)");
-                        logged = text.clone();
-                    }
-                    shared.state.lock().errors[slot] = Some(text);
+                    failures.failed(&mut shared.state.lock(), &e);
                     continue;
                 }
             },
@@ -388,6 +366,48 @@ where
 }
 
 // === Helpers ===
+
+/// One kind's watch errors: each logged when it appears (and every minute while it lasts),
+/// and listed on `/status` until the watch answers again.
+struct Failures {
+    resource: explain::Resource,
+    slot: usize,
+    logged: Option<(String, Instant)>,
+}
+
+impl Failures {
+    fn new(resource: explain::Resource, slot: usize) -> Failures {
+        Failures {
+            resource,
+            slot,
+            logged: None,
+        }
+    }
+
+    /// An event came; a (re)list's `Init` comes before it asks anything, so it is no answer.
+    fn answered<K>(&mut self, state: &mut State, event: &watcher::Event<K>) {
+        if matches!(event, watcher::Event::Init) {
+            return;
+        }
+        if state.errors[self.slot].take().is_some() {
+            eprintln!("knoxy: watching {} again", self.resource.1);
+            self.logged = None;
+        }
+    }
+
+    fn failed(&mut self, state: &mut State, e: &watcher::Error) {
+        let text = explain::watch_error(e, self.resource);
+        let repeat = self
+            .logged
+            .as_ref()
+            .is_none_or(|(last, at)| *last != text || at.elapsed() >= REPEAT_ERROR);
+        if repeat {
+            eprintln!("knoxy: {text} (retrying)");
+            self.logged = Some((text.clone(), Instant::now()));
+        }
+        state.errors[self.slot] = Some(text);
+    }
+}
 
 fn problems(state: &State) -> Vec<String> {
     let errors = state.errors.iter().flatten().cloned();

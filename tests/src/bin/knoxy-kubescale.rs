@@ -39,7 +39,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("knoxy-kubescale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
     // Bound and dropped: nothing listens there, so connections are refused at once.
-    let closed = free_port();
+    let closed = knoxy_tests::closed_port();
     let filled = Instant::now();
     for i in 0..o.ingresses {
         api.create(service(i));
@@ -52,8 +52,8 @@ fn main() {
         o.ingresses * o.endpoints,
         filled.elapsed().as_secs_f64()
     );
-    let public = free_port();
-    let admin = free_port();
+    let public = knoxy_tests::closed_port();
+    let admin = knoxy_tests::closed_port();
     let started = Instant::now();
     let knoxy = Command::new(&o.knoxy)
         .args([
@@ -241,22 +241,7 @@ fn get(addr: SocketAddr, path: &str) -> String {
 
 /// (VmRSS, VmHWM) in KiB.
 fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    (knoxy_tests::rss_kib(pid), knoxy_tests::peak_rss_kib(pid))
 }
 
 fn ms(d: Duration) -> f64 {
