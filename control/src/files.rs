@@ -71,6 +71,8 @@ pub fn load_dir(dir: &Path) -> Loaded {
 #[derive(Default)]
 pub struct DirReader {
     cache: HashMap<PathBuf, Parsed>,
+    /// Whether the last read found any file added, gone, changed or with problems.
+    changed: bool,
 }
 
 /// Inode, length, modification and change times: a file with the same stamp is unchanged
@@ -97,6 +99,7 @@ impl DirReader {
                 .filter(|p| is_config_file(p))
                 .collect(),
             Err(e) => {
+                self.changed = true;
                 // Nothing is known of any file: all of them keep what they had.
                 let mut kept: Vec<_> = self.cache.iter().collect();
                 kept.sort_by(|a, b| a.0.cmp(b.0));
@@ -111,6 +114,7 @@ impl DirReader {
         files.sort();
         let mut cache = HashMap::with_capacity(files.len());
         let mut loaded = Loaded::default();
+        self.changed = false;
         for file in files {
             let stamp = std::fs::metadata(&file)
                 .map(|m| {
@@ -125,15 +129,25 @@ impl DirReader {
             // A file that had problems is read again every time: cheap, and never stuck.
             let parsed = match (self.cache.remove(&file), stamp) {
                 (Some(p), Some(stamp)) if p.stamp == stamp && p.errors.is_empty() => p,
-                (previous, stamp) => parse_file(&file, stamp.unwrap_or_default(), previous),
+                (previous, stamp) => {
+                    self.changed = true;
+                    parse_file(&file, stamp.unwrap_or_default(), previous)
+                }
             };
             merge(&mut loaded.snapshot, &parsed.snap);
             loaded.errors.extend(parsed.errors.iter().cloned());
             cache.insert(file, parsed);
         }
         // Files that are gone leave the cache with their objects.
+        self.changed |= !self.cache.is_empty();
         self.cache = cache;
         loaded
+    }
+
+    /// Whether the last `read` may differ from the one before (a file added, gone, changed,
+    /// or with problems, which are read again each time).
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 }
 
@@ -570,7 +584,12 @@ impl DirWatch {
                     if !whole {
                         while rx.recv_timeout(SETTLE).is_ok() {}
                     }
-                    on_load(reader.read(&dir));
+                    // One rename gives several events, which may come apart: the later
+                    // ones find nothing new, and load nothing.
+                    let loaded = reader.read(&dir);
+                    if reader.changed() {
+                        on_load(loaded);
+                    }
                 }
             })?;
         Ok(())

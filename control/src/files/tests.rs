@@ -265,19 +265,24 @@ fn a_rereading_reader_sees_changes_additions_and_removals() {
     let dir = TempDir::new("reader");
     std::fs::write(dir.0.join("a.yaml"), service("a", 80)).expect("write");
     let mut reader = DirReader::default();
+    // What was read, and whether the reader says anything changed since the read before.
     let mut read = || {
         let loaded = reader.read(&dir.0);
         assert_eq!(loaded.errors, []);
-        ports(&loaded.snapshot)
+        (ports(&loaded.snapshot), reader.changed())
     };
-    assert_eq!(read(), named(&[("a", 80)]));
+    assert_eq!(read(), (named(&[("a", 80)]), true));
+    assert_eq!(read(), (named(&[("a", 80)]), false), "nothing changed");
     std::fs::write(dir.0.join("b.yaml"), service("b", 81)).expect("write");
-    assert_eq!(read(), named(&[("a", 80), ("b", 81)]));
+    assert_eq!(read(), (named(&[("a", 80), ("b", 81)]), true));
     // Same length, new content: the inode or the modification time tells it changed.
     dir.write("a.yaml", &service("a", 90));
-    assert_eq!(read(), named(&[("a", 90), ("b", 81)]));
+    assert_eq!(read(), (named(&[("a", 90), ("b", 81)]), true));
+    assert_eq!(read(), (named(&[("a", 90), ("b", 81)]), false));
     std::fs::remove_file(dir.0.join("b.yaml")).expect("remove");
-    assert_eq!(read(), named(&[("a", 90)]));
+    assert_eq!(read(), (named(&[("a", 90)]), true));
+    std::fs::write(dir.0.join("notes.txt"), "not read").expect("write");
+    assert_eq!(read(), (named(&[("a", 90)]), false), "a file not read");
 }
 
 #[test]
