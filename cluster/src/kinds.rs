@@ -1,10 +1,10 @@
 //! The kinds the gateway watches: where each is served, what of it is kept, and where it
 //! goes in the [`Snapshot`] the route table is derived from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use knoxy_control::derive::Snapshot;
+use knoxy_control::derive::{Moved, Snapshot};
 use knoxy_control::k8s::{EndpointSlice, Secret, Service};
 use knoxy_control::kingress::{KIngress, ObjectMeta};
 use knoxy_control::revision::Revision;
@@ -24,6 +24,9 @@ pub trait Kind: Object {
 
     /// Where objects of this kind live in a snapshot.
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>>;
+
+    /// Where the keys of this kind's moved objects are noted for the next derive.
+    fn moved(moved: &mut Moved) -> &mut HashSet<String>;
 
     fn api_resource() -> ApiResource {
         let (group, version, kind, plural) = Self::RESOURCE;
@@ -85,6 +88,10 @@ impl Kind for KIngress {
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>> {
         &mut snap.ingresses
     }
+
+    fn moved(moved: &mut Moved) -> &mut HashSet<String> {
+        &mut moved.ingresses
+    }
 }
 
 impl Kind for Service {
@@ -99,6 +106,10 @@ impl Kind for Service {
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>> {
         &mut snap.services
     }
+
+    fn moved(moved: &mut Moved) -> &mut HashSet<String> {
+        &mut moved.services
+    }
 }
 
 impl Kind for EndpointSlice {
@@ -112,6 +123,10 @@ impl Kind for EndpointSlice {
 
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>> {
         &mut snap.endpoint_slices
+    }
+
+    fn moved(moved: &mut Moved) -> &mut HashSet<String> {
+        &mut moved.endpoint_slices
     }
 }
 
@@ -133,6 +148,10 @@ impl Kind for Secret {
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>> {
         &mut snap.secrets
     }
+
+    fn moved(moved: &mut Moved) -> &mut HashSet<String> {
+        &mut moved.secrets
+    }
 }
 
 impl Kind for Revision {
@@ -153,6 +172,10 @@ impl Kind for Revision {
 
     fn slot(snap: &mut Snapshot) -> &mut BTreeMap<String, Arc<Self>> {
         &mut snap.revisions
+    }
+
+    fn moved(moved: &mut Moved) -> &mut HashSet<String> {
+        &mut moved.revisions
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use knoxy_control::derive::{IngressStatus, Snapshot};
+use knoxy_control::derive::{IngressStatus, Moved, Snapshot};
 use knoxy_control::k8s::{EndpointSlice, Secret, Service};
 use knoxy_control::kingress::KIngress;
 use knoxy_control::revision::Revision;
@@ -83,6 +83,8 @@ pub(crate) struct State {
     undecodable: [Vec<String>; KINDS],
     /// The snapshot moved since it was last handed out.
     dirty: bool,
+    /// Where it moved.
+    moved: Moved,
 }
 
 // === The flow ===
@@ -91,7 +93,7 @@ pub(crate) struct State {
 /// and calls `install` with each new snapshot; it answers with each KIngress's status.
 pub fn start<F>(options: Options, install: F) -> Result<Running, String>
 where
-    F: FnMut(&Snapshot) -> Arc<BTreeMap<String, IngressStatus>> + Send + 'static,
+    F: FnMut(&Snapshot, &Moved) -> Arc<BTreeMap<String, IngressStatus>> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -201,9 +203,21 @@ async fn watch<T: Kind>(client: Client, shared: Arc<Shared>, slot: usize) {
                         watcher::Event::Init => {}
                     }
                 }
+                let key = match &event {
+                    watcher::Event::Apply(w) | watcher::Event::Delete(w) => Some(w.key()),
+                    _ => None,
+                };
                 let statuses = observed.as_mut().map_or(&mut unused, |o| &mut o.statuses);
                 let change = store::apply(&mut state.snapshot, statuses, &mut kept, event);
                 drop(observed);
+                match (change, key) {
+                    (Change::Changed, Some(key)) => {
+                        T::moved(&mut state.moved).insert(key);
+                    }
+                    (Change::None, _) => {}
+                    // A relist may have moved anything.
+                    _ => state.moved.all = true,
+                }
                 if change == Change::Listed {
                     state.listed[slot] = true;
                 }
@@ -308,6 +322,7 @@ async fn watch_secrets(client: Client, shared: Arc<Shared>, slot: usize) {
                         }
                         None => state.snapshot.secrets.remove(key),
                     };
+                    state.moved.secrets.insert(key.clone());
                     fetched.insert(key.clone(), versions[key].clone());
                     changed = true;
                 }
@@ -318,11 +333,15 @@ async fn watch_secrets(client: Client, shared: Arc<Shared>, slot: usize) {
             }
         }
         let mut state = shared.state.lock();
+        let state = &mut *state;
         let before = state.snapshot.secrets.len();
-        state
-            .snapshot
-            .secrets
-            .retain(|k, _| named.contains(k) && versions.contains_key(k));
+        state.snapshot.secrets.retain(|k, _| {
+            let keep = named.contains(k) && versions.contains_key(k);
+            if !keep {
+                state.moved.secrets.insert(k.clone());
+            }
+            keep
+        });
         fetched.retain(|k, _| named.contains(k) && versions.contains_key(k));
         changed |= state.snapshot.secrets.len() != before;
         if changed || !state.listed[slot] {
@@ -347,7 +366,7 @@ fn named_secrets(snapshot: &Snapshot) -> std::collections::BTreeSet<String> {
 /// while a table is being derived are taken together by the next one.
 fn install_each<F>(shared: &Shared, mut install: F)
 where
-    F: FnMut(&Snapshot) -> Arc<BTreeMap<String, IngressStatus>>,
+    F: FnMut(&Snapshot, &Moved) -> Arc<BTreeMap<String, IngressStatus>>,
 {
     for table in 1.. {
         let mut state = shared.state.lock();
@@ -355,9 +374,10 @@ where
             shared.wake.wait(&mut state);
         }
         state.dirty = false;
+        let moved = std::mem::take(&mut state.moved);
         // Derived under the lock rather than from a copy: copying 10,000 KIngresses' worth
         // of maps cost more than the watch events that wait meanwhile.
-        let statuses = install(&state.snapshot);
+        let statuses = install(&state.snapshot, &moved);
         state.installed = Arc::new(Installed::new(table, &state.snapshot, &statuses));
         drop(state);
         shared.installed_changed.notify_one();

@@ -2,7 +2,7 @@
 //! each KIngress out. Pure: no IO, env, clock or spawning; the output does not depend on the
 //! order objects arrived in (the snapshot's maps are sorted by `namespace/name`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -58,6 +58,19 @@ pub struct Derived {
 /// The last valid version of each KIngress of our class, by `namespace/name`.
 pub type LastValid = BTreeMap<String, Arc<KIngress>>;
 
+/// The keys (`namespace/name`) of a snapshot's objects that moved since the snapshot the
+/// previous [`Deriver::derive_moved`] saw, as the source saw them change: where to look.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Anything may have moved (a first snapshot, a relist): look at everything.
+    pub all: bool,
+    pub ingresses: HashSet<String>,
+    pub services: HashSet<String>,
+    pub endpoint_slices: HashSet<String>,
+    pub secrets: HashSet<String>,
+    pub revisions: HashSet<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngressStatus {
     /// Served; `hash` is what probes with `K-Network-Hash: override` come back with.
@@ -99,19 +112,29 @@ pub fn derive_after(last_valid: &LastValid, snap: &Snapshot, cfg: &DeriveConfig)
 /// between calls: a KIngress whose object and whose every read Service, EndpointSlice and
 /// Secret are unchanged is not translated again. The output is always what `derive_after`
 /// gives for the same snapshot and the previous output's `last_valid`.
+///
+/// Told what moved ([`Deriver::derive_moved`]), it looks only there: at 10,000 KIngresses a
+/// change costs a walk of the cached translations in age order, not a check of every read.
 #[derive(Debug, Default)]
 pub struct Deriver {
     cfg: DeriveConfig,
+    /// Each KIngress of our class, by `namespace/name`.
     cache: HashMap<String, Cached, Fast>,
+    /// The same keys, oldest first: the order hosts are claimed in.
+    by_age: BTreeSet<Age>,
+    slices: SliceIndex,
+    revisions: BTreeMap<String, CachedRevision>,
     /// The previous output's `last_valid`.
     last_valid: Arc<LastValid>,
-    calls: u64,
+    /// Whether a first snapshot has been seen whole.
+    primed: bool,
 }
+
+/// Oldest first: by `creationTimestamp`, then `namespace/name`; those without a timestamp last.
+type Age = (bool, Option<i128>, String);
 
 #[derive(Debug)]
 struct Cached {
-    /// The `derive` call that last saw this KIngress; older entries are dropped after a call.
-    seen: u64,
     ingress: Arc<KIngress>,
     /// Why `ingress` is invalid; empty when it is valid.
     problems: Vec<FieldError>,
@@ -124,6 +147,14 @@ struct Translation {
     of: Arc<KIngress>,
     reads: Reads,
     result: Result<Arc<Translated>, IngressStatus>,
+}
+
+/// A revision's target for the activator role, and what it was made from.
+#[derive(Debug)]
+struct CachedRevision {
+    revision: Arc<Revision>,
+    reads: Reads,
+    target: Option<Arc<RevisionTarget>>,
 }
 
 /// One KIngress turned into routes, before it is installed into the table.
@@ -146,43 +177,61 @@ impl Deriver {
     pub fn new(cfg: DeriveConfig) -> Self {
         Deriver {
             cfg,
-            cache: HashMap::default(),
-            last_valid: Arc::default(),
-            calls: 0,
+            ..Deriver::default()
         }
     }
 
+    /// The output for `snap`, looking at every object.
     pub fn derive(&mut self, snap: &Snapshot) -> Derived {
-        self.calls += 1;
-        let slices = SliceIndex::new(snap);
+        self.derive_moved(
+            snap,
+            &Moved {
+                all: true,
+                ..Moved::default()
+            },
+        )
+    }
+
+    /// The output for `snap`, where only what `moved` names differs from the snapshot of the
+    /// previous call (the caller vouches for that: the result is `derive`'s when it holds).
+    pub fn derive_moved(&mut self, snap: &Snapshot, moved: &Moved) -> Derived {
+        let everything = moved.all || !self.primed;
+        self.primed = true;
+        let slices_moved = if everything {
+            self.slices = SliceIndex::new(snap);
+            HashSet::new()
+        } else {
+            self.slices.update(snap, &moved.endpoint_slices)
+        };
+        // Whether a cached translation must be checked against the snapshot again.
+        let recheck = |reads: &Reads| everything || reads.touched(moved, &slices_moved);
+        if everything {
+            self.recache_all(snap);
+        } else {
+            moved
+                .ingresses
+                .iter()
+                .for_each(|key| self.recache(snap, key));
+        }
         let mut out = Derived::default();
         out.table.public.reserve(self.cache.len());
         out.table.private.reserve(self.cache.len());
-        let mut last_valid = Vec::with_capacity(self.cache.len());
-        for (key, ingress) in by_age(snap, &self.cfg.class) {
-            let cached = match self.cache.get_mut(key.as_str()) {
-                Some(c) if same(&c.ingress, ingress) => c,
-                _ => {
-                    let fresh = Cached {
-                        seen: 0,
-                        ingress: Arc::clone(ingress),
-                        problems: problems(ingress),
-                        // Kept: the version served may well be the same as before.
-                        served: self.cache.remove(key.as_str()).and_then(|c| c.served),
-                    };
-                    self.cache.entry(key.clone()).or_insert(fresh)
-                }
+        let mut last_valid = Vec::new();
+        for (_, _, key) in &self.by_age {
+            let Some(cached) = self.cache.get_mut(key.as_str()) else {
+                continue;
             };
-            cached.seen = self.calls;
             let valid = if cached.problems.is_empty() {
                 Some(&cached.ingress)
             } else {
                 self.last_valid.get(key)
             };
             match (valid, &cached.served) {
-                (Some(v), Some(t)) if same(&t.of, v) && t.reads.still_hold(snap, &slices) => {}
+                (Some(v), Some(t))
+                    if same(&t.of, v)
+                        && (!recheck(&t.reads) || t.reads.still_hold(snap, &self.slices)) => {}
                 (Some(v), _) => {
-                    let mut view = View::new(snap, &slices);
+                    let mut view = View::new(snap, &self.slices);
                     let result = translate(&mut view, key, v).map(Arc::new);
                     cached.served = Some(Translation {
                         of: Arc::clone(v),
@@ -192,7 +241,7 @@ impl Deriver {
                 }
                 (None, _) => cached.served = None,
             }
-            if let Some(v) = valid {
+            if let (true, Some(v)) = (everything, valid) {
                 last_valid.push((key.clone(), Arc::clone(v)));
             }
             // The hash of the version served, or why it is not; None when there is none.
@@ -218,22 +267,153 @@ impl Deriver {
             };
             out.status.insert(key.clone(), status);
         }
-        // KIngresses that are gone (or changed class) leave the cache and memory here.
-        self.cache.retain(|_, c| c.seen == self.calls);
-        for (key, revision) in &snap.revisions {
-            let mut view = View::new(snap, &slices);
-            if let Ok(Backend {
-                target: Target::Revision(target),
-                ..
-            }) = revision_backend(&mut view, revision)
-            {
-                out.table.revisions.insert(key.clone(), target);
+        if everything {
+            self.last_valid = Arc::new(last_valid.into_iter().collect());
+        } else {
+            // Only a moved KIngress's valid version can differ from the previous call's.
+            let kept = Arc::make_mut(&mut self.last_valid);
+            for key in &moved.ingresses {
+                match self.cache.get(key) {
+                    Some(c) if c.problems.is_empty() => {
+                        kept.insert(key.clone(), Arc::clone(&c.ingress));
+                    }
+                    // Invalid: its last valid version, if any, stays.
+                    Some(_) => {}
+                    None => {
+                        kept.remove(key);
+                    }
+                }
             }
         }
-        self.last_valid = Arc::new(last_valid.into_iter().collect());
+        self.derive_revisions(snap, moved, everything, &slices_moved);
+        out.table.revisions = self
+            .revisions
+            .iter()
+            .filter_map(|(k, c)| Some((k.clone(), Arc::clone(c.target.as_ref()?))))
+            .collect();
         out.last_valid = Arc::clone(&self.last_valid);
         out
     }
+
+    /// Every KIngress of our class again, keeping the translations of those unchanged.
+    fn recache_all(&mut self, snap: &Snapshot) {
+        let mut old = std::mem::take(&mut self.cache);
+        self.by_age.clear();
+        for (key, ingress) in &snap.ingresses {
+            if !ingress.has_class(&self.cfg.class) {
+                continue;
+            }
+            self.by_age.insert(age(key, ingress));
+            let cached = match old.remove(key.as_str()) {
+                Some(c) if same(&c.ingress, ingress) => c,
+                old => Cached::new(ingress, old),
+            };
+            self.cache.insert(key.clone(), cached);
+        }
+    }
+
+    /// One KIngress again: changed, added, gone, or of another class now.
+    fn recache(&mut self, snap: &Snapshot, key: &String) {
+        let now = snap
+            .ingresses
+            .get(key)
+            .filter(|i| i.has_class(&self.cfg.class));
+        if let (Some(c), Some(i)) = (self.cache.get(key.as_str()), now) {
+            if same(&c.ingress, i) {
+                return;
+            }
+        }
+        let old = self.cache.remove(key.as_str());
+        if let Some(c) = &old {
+            self.by_age.remove(&age(key, &c.ingress));
+        }
+        if let Some(ingress) = now {
+            self.by_age.insert(age(key, ingress));
+            self.cache.insert(key.clone(), Cached::new(ingress, old));
+        }
+    }
+
+    /// Each revision's target, made again where the revision or what it read moved.
+    fn derive_revisions(
+        &mut self,
+        snap: &Snapshot,
+        moved: &Moved,
+        everything: bool,
+        slices_moved: &HashSet<String>,
+    ) {
+        let make = |key: &String, revision: &Arc<Revision>, slices: &SliceIndex| {
+            let mut view = View::new(snap, slices);
+            let target = match revision_backend(&mut view, revision) {
+                Ok(Backend {
+                    target: Target::Revision(target),
+                    ..
+                }) => Some(target),
+                _ => None,
+            };
+            let cached = CachedRevision {
+                revision: Arc::clone(revision),
+                reads: view.reads,
+                target,
+            };
+            (key.clone(), cached)
+        };
+        let slices = &self.slices;
+        if everything {
+            let mut old = std::mem::take(&mut self.revisions);
+            self.revisions = snap
+                .revisions
+                .iter()
+                .map(|(key, revision)| match old.remove(key) {
+                    Some(c) if same(&c.revision, revision) && c.reads.still_hold(snap, slices) => {
+                        (key.clone(), c)
+                    }
+                    _ => make(key, revision, slices),
+                })
+                .collect();
+            return;
+        }
+        let mut again: Vec<&String> = moved.revisions.iter().collect();
+        again.extend(
+            self.revisions
+                .iter()
+                .filter(|(_, c)| {
+                    c.reads.touched(moved, slices_moved) && !c.reads.still_hold(snap, slices)
+                })
+                .map(|(k, _)| k),
+        );
+        let remade: Vec<_> = again
+            .into_iter()
+            .map(|key| (key.clone(), snap.revisions.get(key)))
+            .collect();
+        for (key, revision) in remade {
+            match revision {
+                Some(revision) => {
+                    let (key, cached) = make(&key, revision, &self.slices);
+                    self.revisions.insert(key, cached);
+                }
+                None => {
+                    self.revisions.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl Cached {
+    /// A KIngress not seen before in this version; `old` is its previous entry, if any.
+    fn new(ingress: &Arc<KIngress>, old: Option<Cached>) -> Cached {
+        Cached {
+            ingress: Arc::clone(ingress),
+            problems: problems(ingress),
+            // Kept: the version served may well be the same as before.
+            served: old.and_then(|c| c.served),
+        }
+    }
+}
+
+fn age(key: &str, ingress: &KIngress) -> Age {
+    let created = ingress.metadata.created();
+    (created.is_none(), created, key.to_owned())
 }
 
 /// The object's validation problems, after Knative's defaults, as the webhook checks it.
@@ -241,20 +421,6 @@ fn problems(ingress: &KIngress) -> Vec<FieldError> {
     let mut ingress = ingress.clone();
     validate::set_defaults(&mut ingress.spec);
     validate::validate(&ingress).err().unwrap_or_default()
-}
-
-/// The KIngresses of `class`, oldest first (by `creationTimestamp`, then `namespace/name`;
-/// those without a timestamp last), so that an older KIngress keeps a host a newer one claims.
-fn by_age<'s>(snap: &'s Snapshot, class: &str) -> Vec<(&'s String, &'s Arc<KIngress>)> {
-    let mut ours: Vec<_> = snap
-        .ingresses
-        .iter()
-        .filter(|(_, i)| i.has_class(class))
-        .map(|(k, i)| (i.metadata.created(), k, i))
-        .collect();
-    // Keys are unique, so the order is total; the keys come sorted, so untimed input costs O(n).
-    ours.sort_by(|a, b| (a.0.is_none(), a.0, a.1).cmp(&(b.0.is_none(), b.0, b.1)));
-    ours.into_iter().map(|(_, k, i)| (k, i)).collect()
 }
 
 fn translate(
@@ -366,7 +532,12 @@ struct Reads {
 }
 
 /// EndpointSlices by the `namespace/name` of the Service they belong to, in key order.
-struct SliceIndex(HashMap<String, Vec<Arc<EndpointSlice>>, Fast>);
+#[derive(Debug, Default)]
+struct SliceIndex {
+    by_service: HashMap<String, Vec<Arc<EndpointSlice>>, Fast>,
+    /// Each indexed slice's Service, by the slice's `namespace/name`.
+    service_of: HashMap<String, String, Fast>,
+}
 
 impl<'s> View<'s> {
     fn new(snap: &'s Snapshot, slices: &'s SliceIndex) -> Self {
@@ -403,6 +574,17 @@ impl<'s> View<'s> {
 }
 
 impl Reads {
+    /// Whether any key read is among those that moved (`slices` by their Service's key).
+    fn touched(&self, moved: &Moved, slices: &HashSet<String>) -> bool {
+        fn any<T>(reads: &[(String, T)], moved: &HashSet<String>) -> bool {
+            !moved.is_empty() && reads.iter().any(|(k, _)| moved.contains(k))
+        }
+        any(&self.services, &moved.services)
+            || any(&self.slices, slices)
+            || any(&self.secrets, &moved.secrets)
+            || any(&self.revisions, &moved.revisions)
+    }
+
     fn still_hold(&self, snap: &Snapshot, slices: &SliceIndex) -> bool {
         self.services
             .iter()
@@ -424,21 +606,60 @@ impl Reads {
 
 impl SliceIndex {
     fn new(snap: &Snapshot) -> Self {
-        let mut index: HashMap<String, Vec<Arc<EndpointSlice>>, Fast> = HashMap::default();
-        for slice in snap.endpoint_slices.values() {
-            if let Some(service) = slice.metadata.labels.get(SERVICE_NAME_LABEL) {
+        let mut index = SliceIndex::default();
+        for (key, slice) in &snap.endpoint_slices {
+            if let Some(service) = service_of(slice) {
                 index
-                    .entry(format!("{}/{service}", slice.metadata.namespace))
+                    .by_service
+                    .entry(service.clone())
                     .or_default()
                     .push(Arc::clone(slice));
+                index.service_of.insert(key.clone(), service);
             }
         }
-        SliceIndex(index)
+        index
+    }
+
+    /// Follows the slices `moved` names to their version in `snap`; answers the keys of the
+    /// Services whose slices moved.
+    fn update(&mut self, snap: &Snapshot, moved: &HashSet<String>) -> HashSet<String> {
+        let mut services = HashSet::new();
+        for key in moved {
+            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+            if let Some(service) = self.service_of.remove(key) {
+                if let Some(list) = self.by_service.get_mut(&service) {
+                    list.retain(|s| s.metadata.name != name);
+                    if list.is_empty() {
+                        self.by_service.remove(&service);
+                    }
+                }
+                services.insert(service);
+            }
+            let Some(slice) = snap.endpoint_slices.get(key) else {
+                continue;
+            };
+            let Some(service) = service_of(slice) else {
+                continue;
+            };
+            // A Service's slices share its namespace: in key order is in name order.
+            let list = self.by_service.entry(service.clone()).or_default();
+            let at = list.partition_point(|s| s.metadata.name.as_str() < name);
+            list.insert(at, Arc::clone(slice));
+            self.service_of.insert(key.clone(), service.clone());
+            services.insert(service);
+        }
+        services
     }
 
     fn get(&self, key: &str) -> &[Arc<EndpointSlice>] {
-        self.0.get(key).map_or(&[], Vec::as_slice)
+        self.by_service.get(key).map_or(&[], Vec::as_slice)
     }
+}
+
+/// `namespace/name` of the Service a slice belongs to, from its label.
+fn service_of(slice: &EndpointSlice) -> Option<String> {
+    let service = slice.metadata.labels.get(SERVICE_NAME_LABEL)?;
+    Some(format!("{}/{service}", slice.metadata.namespace))
 }
 
 /// The same object: shared, or equal in value (a source may re-create unchanged objects).

@@ -84,7 +84,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use knoxy_control::derive::{DeriveConfig, Deriver, IngressStatus, Snapshot};
+use knoxy_control::derive::{DeriveConfig, Deriver, IngressStatus, Moved, Snapshot};
 use knoxy_control::files;
 use knoxy_edge::{ConnLimit, Edge, Limits};
 use parking_lot::Mutex;
@@ -295,7 +295,7 @@ fn main() -> ExitCode {
             .name("knoxy-local-tables".into())
             .spawn(move || {
                 while let Ok(snap) = snapshots.recv() {
-                    let _ = installed.install(&snap, Vec::new(), Instant::now());
+                    let _ = installed.install(&snap, None, Vec::new(), Instant::now());
                 }
             });
         if let Err(e) = spawned {
@@ -434,7 +434,7 @@ impl Tables {
     /// Installs a load, then reports its problems (the reader kept the last good version of
     /// each object they hide).
     fn load(&self, loaded: files::Loaded, started: Instant) {
-        let _ = self.install(&loaded.snapshot, loaded.errors.clone(), started);
+        let _ = self.install(&loaded.snapshot, None, loaded.errors.clone(), started);
         if !loaded.errors.is_empty() {
             self.metrics.table_load_failures.inc();
         }
@@ -443,14 +443,19 @@ impl Tables {
         }
     }
 
-    /// Derives the table from a loaded snapshot and swaps routes and certificates in.
+    /// Derives the table from a snapshot and swaps routes and certificates in; `moved`, when
+    /// the source knows it, says what moved since the previous snapshot.
     fn install(
         &self,
         snap: &Snapshot,
+        moved: Option<&Moved>,
         errors: Vec<files::FileError>,
         started: Instant,
     ) -> Arc<BTreeMap<String, IngressStatus>> {
-        let derived = self.deriver.lock().derive(snap);
+        let derived = match moved {
+            Some(moved) => self.deriver.lock().derive_moved(snap, moved),
+            None => self.deriver.lock().derive(snap),
+        };
         let (certs, cert_problems) =
             tls::CertStore::build(&derived.table.certs, &self.certs.load());
         self.certs.store(Arc::new(certs));
@@ -606,8 +611,8 @@ fn watch_cluster(
         }),
     };
     let installing = Arc::clone(tables);
-    knoxy_cluster::source::start(options, move |snap| {
-        installing.install(snap, Vec::new(), Instant::now())
+    knoxy_cluster::source::start(options, move |snap, moved| {
+        installing.install(snap, Some(moved), Vec::new(), Instant::now())
     })
     .map_err(|e| {
         eprintln!("knoxy: {e}");
