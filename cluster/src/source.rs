@@ -156,11 +156,10 @@ impl Running {
         self.shared.synced.load(Ordering::Acquire)
     }
 
-    /// `namespace/name` → generation of each KIngress the installed table serves as it is
-    /// now, and a tag that changes whenever the table does (`/served`).
-    pub fn served(&self) -> (u64, BTreeMap<String, i64>) {
-        let installed = Arc::clone(&self.shared.state.lock().installed);
-        (installed.table, installed.served())
+    /// What the installed table serves (`/served`): its number, which changes whenever the
+    /// table does, and `namespace/name` → generation of each KIngress served as it is now.
+    pub fn installed(&self) -> Arc<Installed> {
+        Arc::clone(&self.shared.state.lock().installed)
     }
 
     /// Whether this replica writes KIngress status now.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,7 +172,9 @@ pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing:
                     .iter()
                     .filter_map(|k| installed.statuses.get_key_value(k).map(|(k, _)| k))
                     .collect();
-            looks.extend(moved_between(&seen_installed, &installed));
+            let (moved, gone) = moved_between(&seen_installed, &installed);
+            looks.extend(moved);
+            gone.into_iter().for_each(|k| drop(decided.remove(k)));
             looks.extend(
                 decided
                     .iter()
@@ -223,7 +226,6 @@ pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing:
                 }
             }
         }
-        decided.retain(|k, _| installed.statuses.contains_key(k));
         seen_installed = Arc::clone(&installed);
         seen_views = views_tags;
         let results = futures_util::stream::iter(updates.into_iter().map(|(key, patch)| {
@@ -264,25 +266,34 @@ pub(crate) async fn write_statuses(client: Client, shared: Arc<Shared>, writing:
 
 /// The keys whose generation or derived status differ between two installed tables (both
 /// sorted: walked side by side).
-fn moved_between<'a>(before: &'a Installed, now: &'a Installed) -> Vec<&'a String> {
+fn moved_between<'a>(
+    before: &'a Installed,
+    now: &'a Installed,
+) -> (Vec<&'a String>, Vec<&'a String>) {
     let mut old = before.statuses.iter().peekable();
-    let mut moved = Vec::new();
+    let (mut moved, mut gone) = (Vec::new(), Vec::new());
     for (key, entry) in &now.statuses {
-        while old.next_if(|(k, _)| *k < key).is_some() {}
+        while let Some((k, _)) = old.next_if(|(k, _)| *k < key) {
+            gone.push(k);
+        }
         match old.next_if(|(k, _)| *k == key) {
             Some((_, was)) if was == entry => {}
             _ => moved.push(key),
         }
     }
-    moved
+    gone.extend(old.map(|(k, _)| k));
+    (moved, gone)
 }
 
 /// The ready endpoints of the peers Service, on its port named `admin`.
 fn replicas(snapshot: &Snapshot, (namespace, service): &(String, String)) -> Vec<SocketAddr> {
+    // Keys are `namespace/name`: the namespace's slices are one range of them.
+    let from = format!("{namespace}/");
     let mut found: Vec<SocketAddr> = snapshot
         .endpoint_slices
-        .values()
-        .filter(|s| s.metadata.namespace == *namespace)
+        .range::<str, _>((Bound::Excluded(from.as_str()), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(&from))
+        .map(|(_, s)| s)
         .filter(|s| s.metadata.labels.get(SERVICE_NAME_LABEL) == Some(service))
         .flat_map(|s| {
             let port = s
@@ -380,10 +391,43 @@ mod tests {
                 slice(name, service, port, ready),
             );
         }
+        // Same Service name, other namespaces (sorting just before and after this one).
+        for ns in ["knoxy-system-a", "knoxy-systemz"] {
+            let mut other = (*slice("a", "knoxy-peers", 9093, true)).clone();
+            other.metadata.namespace = ns.to_owned();
+            snap.endpoint_slices
+                .insert(format!("{ns}/a"), Arc::new(other));
+        }
         let peers = ("knoxy-system".to_owned(), "knoxy-peers".to_owned());
         assert_eq!(
             replicas(&snap, &peers),
             [SocketAddr::from(([10, 0, 0, 1], 9090))]
         );
+    }
+
+    #[test]
+    fn moved_between_names_what_changed_came_and_went() {
+        let ready = |hash: &str| IngressStatus::Ready { hash: hash.into() };
+        let installed = |entries: &[(&str, i64, &str)]| Installed {
+            table: 0,
+            statuses: entries
+                .iter()
+                .map(|(k, g, h)| ((*k).to_owned(), (*g, ready(h))))
+                .collect(),
+        };
+        let before = installed(&[
+            ("a/gone", 1, "x"),
+            ("b/same", 1, "x"),
+            ("c/new-gen", 1, "x"),
+            ("e/last", 1, "x"),
+        ]);
+        let now = installed(&[
+            ("b/same", 1, "x"),
+            ("c/new-gen", 2, "x"),
+            ("d/came", 1, "x"),
+        ]);
+        let (moved, gone) = moved_between(&before, &now);
+        assert_eq!(moved, ["c/new-gen", "d/came"]);
+        assert_eq!(gone, ["a/gone", "e/last"]);
     }
 }

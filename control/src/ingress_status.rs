@@ -22,9 +22,10 @@ pub struct Balancers {
 }
 
 impl Balancers {
-    /// `<name>.<namespace>.svc.<cluster domain>` for both Services.
-    pub fn new(namespace: &str, public: &str, private: &str, cluster_domain: &str) -> Balancers {
-        let fqdn = |name: &str| format!("{name}.{namespace}.svc.{cluster_domain}");
+    /// `<name>.<namespace>.svc.<cluster domain>` of each Service, given as `(namespace, name)`.
+    pub fn new(public: (&str, &str), private: (&str, &str), cluster_domain: &str) -> Balancers {
+        let fqdn =
+            |(namespace, name): (&str, &str)| format!("{name}.{namespace}.svc.{cluster_domain}");
         Balancers {
             public: fqdn(public),
             private: fqdn(private),
@@ -144,7 +145,11 @@ mod tests {
     use crate::validate::FieldError;
 
     fn lb() -> Balancers {
-        Balancers::new("knoxy-system", "knoxy", "knoxy-internal", "cluster.local")
+        Balancers::new(
+            ("knoxy-system", "knoxy"),
+            ("knoxy-system", "knoxy-internal"),
+            "cluster.local",
+        )
     }
 
     fn ready() -> IngressStatus {

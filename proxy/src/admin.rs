@@ -124,11 +124,12 @@ impl Admin {
     /// What this replica serves, for the status leader: `{"served": {"ns/name": generation}}`,
     /// tagged with the table's number, so an unchanged table costs the leader a 304.
     fn served(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let (table, served) = self
+        let installed = self
             .cluster
             .as_ref()
-            .map(|c| c.served())
+            .map(|c| c.installed())
             .unwrap_or_default();
+        let table = installed.table;
         let etag = format!("\"{table}\"");
         let unchanged = req
             .headers()
@@ -139,7 +140,8 @@ impl Admin {
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             r
         } else {
-            let body = json!({"table": table, "served": served}).to_string();
+            // Built only when asked for: the leader asks each replica on every change.
+            let body = json!({"table": table, "served": installed.served()}).to_string();
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -603,10 +603,11 @@ fn watch_cluster(
             )
         }),
         writing: (!c.no_status).then(|| knoxy_cluster::status::Writing {
-            balancers: knoxy_control::ingress_status::Balancers {
-                public: service_domain(&c.public_service, &c.cluster_domain),
-                private: service_domain(&c.private_service, &c.cluster_domain),
-            },
+            balancers: knoxy_control::ingress_status::Balancers::new(
+                (&c.public_service.0, &c.public_service.1),
+                (&c.private_service.0, &c.private_service.1),
+                &c.cluster_domain,
+            ),
             peers: c.peers.clone(),
         }),
     };
@@ -618,11 +619,6 @@ fn watch_cluster(
         eprintln!("knoxy: {e}");
         ExitCode::from(78)
     })
-}
-
-/// `<name>.<namespace>.svc.<cluster domain>`.
-fn service_domain((namespace, name): &(String, String), cluster_domain: &str) -> String {
-    format!("{name}.{namespace}.svc.{cluster_domain}")
 }
 
 /// `knoxy local [PATH...] [flags]`: takes `local` and its paths off `argv` and puts the
