@@ -300,6 +300,28 @@ pub(crate) fn with(ingresses: impl IntoIterator<Item = KIngress>) -> Snapshot {
     snap
 }
 
+/// The keys of each kind whose object differs between two snapshots.
+pub(crate) fn moved_between(before: &Snapshot, after: &Snapshot) -> Moved {
+    fn keys<T: PartialEq>(
+        a: &BTreeMap<String, Arc<T>>,
+        b: &BTreeMap<String, Arc<T>>,
+    ) -> std::collections::HashSet<String> {
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    }
+    Moved {
+        all: false,
+        ingresses: keys(&before.ingresses, &after.ingresses),
+        services: keys(&before.services, &after.services),
+        endpoint_slices: keys(&before.endpoint_slices, &after.endpoint_slices),
+        secrets: keys(&before.secrets, &after.secrets),
+        revisions: keys(&before.revisions, &after.revisions),
+    }
+}
+
 // === What every output must be ===
 
 /// Every status says why it is not served, and every route served belongs to a KIngress
@@ -397,6 +419,46 @@ proptest! {
             check_well_formed(&pure)?;
             prop_assert_eq!(&remembered, &pure);
             previous = pure;
+        }
+    }
+
+    #[test]
+    fn a_deriver_told_what_moved_gives_what_the_pure_fold_gives(
+        steps in prop::collection::vec((
+            prop::collection::vec(prop_oneof![kingress(), plain_kingress()], 0..4),
+            prop::collection::vec(any::<bool>(), 14),
+            any::<bool>(),
+        ), 1..6),
+    ) {
+        let mut told = Deriver::new(DeriveConfig::default());
+        let mut previous = Derived::default();
+        let mut seen = Snapshot::default();
+        for (objects, dropped, moved_pods) in steps {
+            let mut snap = with(objects);
+            // Backends come and go, and pods move, between steps.
+            let mut keys: Vec<(u8, String)> = Vec::new();
+            keys.extend(snap.services.keys().map(|k| (0, k.clone())));
+            keys.extend(snap.endpoint_slices.keys().map(|k| (1, k.clone())));
+            keys.extend(snap.secrets.keys().map(|k| (2, k.clone())));
+            for ((kind, key), _) in keys.iter().zip(&dropped).filter(|(_, d)| **d) {
+                match kind {
+                    0 => drop(snap.services.remove(key)),
+                    1 => drop(snap.endpoint_slices.remove(key)),
+                    _ => drop(snap.secrets.remove(key)),
+                }
+            }
+            if moved_pods {
+                if let Some(slice) = snap.endpoint_slices.get_mut("default/rev-a-x") {
+                    let mut moved = (**slice).clone();
+                    moved.endpoints[0].addresses = vec!["10.0.0.2".into()];
+                    *slice = Arc::new(moved);
+                }
+            }
+            let hinted = told.derive_moved(&snap, &moved_between(&seen, &snap));
+            let pure = derive_after(&previous.last_valid, &snap, &DeriveConfig::default());
+            prop_assert_eq!(&hinted, &pure);
+            previous = pure;
+            seen = snap;
         }
     }
 

@@ -591,7 +591,7 @@ fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
         let remembered = deriver.derive(snap);
         let pure = derive_after(&previous.last_valid, snap, &DeriveConfig::default());
         assert_eq!(remembered, pure, "{step}");
-        let hinted = told.derive_moved(snap, &moved_between(&seen, snap));
+        let hinted = told.derive_moved(snap, &super::props::moved_between(&seen, snap));
         assert_eq!(hinted, pure, "{step}, told what moved");
         previous = pure;
         seen = snap.clone();
@@ -699,28 +699,6 @@ fn a_remembering_deriver_gives_what_derive_gives_after_every_change() {
         Arc::new(on("a", "a4.example.com", "rev-a")),
     );
     check(&snap, "a is valid again");
-}
-
-/// The keys of each kind whose object differs between two snapshots.
-fn moved_between(before: &Snapshot, after: &Snapshot) -> Moved {
-    fn keys<T: PartialEq>(
-        a: &BTreeMap<String, Arc<T>>,
-        b: &BTreeMap<String, Arc<T>>,
-    ) -> std::collections::HashSet<String> {
-        a.keys()
-            .chain(b.keys())
-            .filter(|k| a.get(*k) != b.get(*k))
-            .cloned()
-            .collect()
-    }
-    Moved {
-        all: false,
-        ingresses: keys(&before.ingresses, &after.ingresses),
-        services: keys(&before.services, &after.services),
-        endpoint_slices: keys(&before.endpoint_slices, &after.endpoint_slices),
-        secrets: keys(&before.secrets, &after.secrets),
-        revisions: keys(&before.revisions, &after.revisions),
-    }
 }
 
 /// A KIngress on `host`, created at `created` (None: no timestamp, as in most files).
