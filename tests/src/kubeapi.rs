@@ -149,6 +149,8 @@ struct Store {
     forbidden: HashSet<(String, String)>,
     /// Request lines, and whether each came with an `Authorization` header.
     requests: Vec<(String, bool)>,
+    /// The request lines of those that asked for metadata alone.
+    metadata_requests: Vec<String>,
     bookmark_interval: Duration,
 }
 
@@ -198,6 +200,9 @@ struct Call {
     status: bool,
     verb: Verb,
     query: Query,
+    /// `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: objects are answered
+    /// as their metadata alone, as a real server does.
+    metadata_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +237,8 @@ struct Filter {
     name: Option<String>,
     labels: Vec<LabelRequirement>,
     fields: Vec<(FieldName, bool, String)>,
+    /// The watch sends objects as PartialObjectMetadata.
+    metadata_only: bool,
 }
 
 enum LabelRequirement {
@@ -472,6 +479,11 @@ impl FakeApi {
         anonymous.map(|(line, _)| line.clone()).collect()
     }
 
+    /// The request lines of those that asked for PartialObjectMetadata.
+    pub fn metadata_requests(&self) -> Vec<String> {
+        self.store.lock().metadata_requests.clone()
+    }
+
     /// How often watches that asked for bookmarks get one (1 s unless set; zero sends none).
     pub fn set_bookmark_interval(&self, interval: Duration) {
         self.store.lock().bookmark_interval = interval;
@@ -547,10 +559,19 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<Bo
         .lock()
         .requests
         .push((format!("{} {target}", parts.method), token));
-    let call = match Call::parse(&parts.method, parts.uri.path(), parts.uri.query()) {
+    let mut call = match Call::parse(&parts.method, parts.uri.path(), parts.uri.query()) {
         Ok(call) => call,
         Err(e) => return error_response(e),
     };
+    call.metadata_only = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"));
+    if call.metadata_only {
+        let line = format!("{} {target}", parts.method);
+        store.lock().metadata_requests.push(line);
+    }
     if let Err(e) = store.lock().authorize(&call) {
         return error_response(e);
     }
@@ -667,7 +688,7 @@ async fn run_watch(task: WatchTask) {
                     "apiVersion": kind.api_version,
                     "metadata": {"resourceVersion": version.to_string()},
                 });
-                if out.send(watch_line("BOOKMARK", &bookmark)).await.is_err() {
+                if out.send(filter.line("BOOKMARK", &bookmark)).await.is_err() {
                     return;
                 }
                 next_bookmark = next_bookmark_at(&store);
@@ -732,6 +753,7 @@ impl Call {
             status,
             verb,
             query,
+            metadata_only: false,
         })
     }
 
@@ -796,6 +818,7 @@ impl Store {
             lists: VecDeque::new(),
             forbidden: HashSet::new(),
             requests: Vec::new(),
+            metadata_requests: Vec::new(),
             bookmark_interval: Duration::from_secs(1),
         }
     }
@@ -833,6 +856,9 @@ impl Store {
             Verb::Get => {
                 let object = self.objects.get(&key(kind, namespace, name));
                 let object = object.ok_or_else(|| ApiError::not_found(kind, name))?;
+                if call.metadata_only {
+                    return Ok((StatusCode::OK, partial(object)));
+                }
                 Ok((StatusCode::OK, Value::clone(object)))
             }
             Verb::List => Ok((StatusCode::OK, self.list(call)?)),
@@ -920,6 +946,18 @@ impl Store {
                 metadata.insert("remainingItemCount".to_owned(), json!(len - end));
             }
         }
+        if call.metadata_only {
+            let items: Vec<Value> = snapshot.items[start..end]
+                .iter()
+                .map(|i| partial(i))
+                .collect();
+            return Ok(json!({
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadataList",
+                "metadata": metadata,
+                "items": items,
+            }));
+        }
         let items: Vec<Value> = snapshot.items[start..end]
             .iter()
             .map(|item| list_item(kind, item))
@@ -954,7 +992,7 @@ impl Store {
             None => self
                 .objects_of(kind)
                 .filter(|o| filter.matches(o))
-                .map(|o| watch_line("ADDED", o))
+                .map(|o| filter.line("ADDED", o))
                 .collect(),
             Some(since) if since < self.oldest => {
                 let message = format!("too old resource version: {since} ({})", self.oldest);
@@ -1243,6 +1281,7 @@ impl Filter {
             name: call.name.clone(),
             labels,
             fields,
+            metadata_only: call.metadata_only,
         })
     }
 
@@ -1269,16 +1308,25 @@ impl Filter {
         let now = self.matches(&event.object);
         let before = event.prev.as_deref().is_some_and(|p| self.matches(p));
         match (event.change, before, now) {
-            (Change::Added, _, true) => Some(watch_line("ADDED", &event.object)),
-            (Change::Deleted, _, true) => Some(watch_line("DELETED", &event.object)),
-            (Change::Modified, true, true) => Some(watch_line("MODIFIED", &event.object)),
-            (Change::Modified, false, true) => Some(watch_line("ADDED", &event.object)),
+            (Change::Added, _, true) => Some(self.line("ADDED", &event.object)),
+            (Change::Deleted, _, true) => Some(self.line("DELETED", &event.object)),
+            (Change::Modified, true, true) => Some(self.line("MODIFIED", &event.object)),
+            (Change::Modified, false, true) => Some(self.line("ADDED", &event.object)),
             (Change::Modified, true, false) => {
                 let mut left = as_map(event.prev.as_deref()?);
                 set_rv(meta_mut(&mut left), event.rv);
-                Some(watch_line("DELETED", &Value::Object(left)))
+                Some(self.line("DELETED", &Value::Object(left)))
             }
             _ => None,
+        }
+    }
+
+    /// A watch line for `obj`, in the shape the watch asked for.
+    fn line(&self, event_type: &str, obj: &Value) -> Bytes {
+        if self.metadata_only {
+            watch_line(event_type, &partial(obj))
+        } else {
+            watch_line(event_type, obj)
         }
     }
 }
@@ -1795,6 +1843,15 @@ fn object_body(kind: &Kind, namespace: &str, body: Value) -> Result<Map<String, 
     Ok(obj)
 }
 
+/// An object as its metadata alone (`meta.k8s.io/v1` PartialObjectMetadata).
+fn partial(obj: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 /// A list item: real servers drop apiVersion/kind from the items of built-in lists.
 fn list_item(kind: &Kind, item: &Value) -> Value {
     let mut item = as_map(item);
@@ -2205,6 +2262,51 @@ mod tests {
             }
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn metadata_requests_get_partial_object_metadata_and_no_data() {
+        let api = FakeApi::start();
+        api.create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "cert", "namespace": "default"},
+            "data": {"tls.key": "c2VjcmV0"}}));
+        let as_metadata = |path: &str| {
+            let url = format!("{}{path}", api.url());
+            let accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+            request_with(Method::GET, &url, &[("accept", accept)], empty())
+        };
+        let (_, _, text) = fetch(&http1_client(), as_metadata("/api/v1/secrets")).await;
+        let list = json(&text);
+        assert_eq!(list["kind"], "PartialObjectMetadataList");
+        assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+        assert_eq!(list["items"][0]["metadata"]["name"], "cert");
+        let (_, _, text) = fetch(
+            &http1_client(),
+            as_metadata("/api/v1/namespaces/default/secrets/cert"),
+        )
+        .await;
+        assert_eq!(json(&text)["kind"], "PartialObjectMetadata");
+        let response = send(
+            &http1_client(),
+            as_metadata("/api/v1/secrets?watch=true&resourceVersion=0"),
+        )
+        .await;
+        let mut watch = Watch(response.into_body(), Vec::new());
+        let added = watch.next().await.expect("an ADDED event");
+        assert_eq!(added["object"]["kind"], "PartialObjectMetadata");
+        for text in [list.to_string(), added.to_string()] {
+            assert!(!text.contains("c2VjcmV0"), "no data crosses: {text}");
+        }
+        // Without the Accept header, the whole object.
+        let (_, secret) = call(
+            &api,
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/cert",
+            None,
+        )
+        .await;
+        assert_eq!(secret["data"]["tls.key"], "c2VjcmV0");
     }
 
     #[tokio::test]

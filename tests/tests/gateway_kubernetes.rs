@@ -478,4 +478,14 @@ async fn tls_comes_from_the_secret_a_kingress_names_and_no_other_secret_is_read(
         secret_reads,
         ["GET /api/v1/namespaces/default/secrets/secure-cert"]
     );
+    // Every list and watch of Secrets asked for metadata alone (the fake answers those as a
+    // real server does: PartialObjectMetadata, no data).
+    let whole: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/secrets"))
+        .filter(|r| !api.metadata_requests().contains(r))
+        .collect();
+    assert!(whole.is_empty(), "{whole:?}");
+    assert!(!api.metadata_requests().is_empty());
 }
