@@ -7,13 +7,13 @@
 # knoxy's RSS. Bars: <= 5 s, p99 <= 100 ms, RSS <= 200 MB.
 #
 #   bench/kube-scale.sh [RUNS] [INGRESSES]     (defaults: 3 and 10000)
-# Writes bench/results/kube-scale-<date>.md and prints it.
+# Writes bench/results/kube-scale-<date>T<time>Z.md (never another run's file) and prints it.
 set -euo pipefail
 RUNS=${1:-3}
 INGRESSES=${2:-10000}
 cd "$(dirname "$0")/.."
 cargo build --release -q -p knoxy -p knoxy-tests --bins
-OUT="bench/results/kube-scale-$(date -u +%Y-%m-%d).md"
+OUT="bench/results/kube-scale-$(date -u +%Y-%m-%dT%H%MZ).md"
 {
   echo "# knoxy --kubernetes at scale ($(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD))"
   echo
