@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// A client for the cluster this process should serve.
-pub async fn client() -> Result<Client, String> {
+/// A client for the cluster this process should serve, and its API server's URL.
+pub async fn client() -> Result<(Client, String), String> {
     let config = config().await?;
-    Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+    let url = config.cluster_url.to_string();
+    let client =
+        Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    Ok((client, url))
 }
 
 async fn config() -> Result<Config, String> {

@@ -99,7 +99,9 @@ where
         .enable_all()
         .build()
         .map_err(|e| format!("the Kubernetes source's runtime: {e}"))?;
-    let client = runtime.block_on(crate::connect::client())?;
+    let (client, url) = runtime.block_on(crate::connect::client())?;
+    // Errors to come say what failed; this says where it was asked.
+    eprintln!("knoxy: watching the Kubernetes API server at {url}");
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         wake: Condvar::new(),

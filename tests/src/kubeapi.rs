@@ -306,7 +306,12 @@ struct OpenWatch {
 impl FakeApi {
     /// Binds 127.0.0.1 on an ephemeral port and serves from a thread of its own.
     pub fn start() -> FakeApi {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        FakeApi::start_on(0)
+    }
+
+    /// Binds 127.0.0.1:`port` (an API server coming back where a client was told to look).
+    pub fn start_on(port: u16) -> FakeApi {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .expect("bind the fake API server on loopback");
         listener
             .set_nonblocking(true)
@@ -329,6 +334,10 @@ impl FakeApi {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use knoxy_tests::kubeapi::FakeApi;
-use knoxy_tests::{backend_with, gateway_kube, get_host, Proc, Signal, TempDir};
+use knoxy_tests::{backend_with, bin_path, gateway_kube, get_host, Proc, Signal, TempDir};
 use serde_json::{json, Value};
 
 const INGRESS: &str = "networking.internal.knative.dev/v1alpha1";
@@ -488,4 +488,148 @@ async fn tls_comes_from_the_secret_a_kingress_names_and_no_other_secret_is_read(
         .collect();
     assert!(whole.is_empty(), "{whole:?}");
     assert!(!api.metadata_requests().is_empty());
+}
+
+/// Runs `knoxy --kubernetes` with `env` set (None: removed) until it exits, at most 15 s:
+/// its exit code and what it printed on stderr.
+fn knoxy_exits(env: &[(&str, Option<&std::path::Path>)]) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(bin_path("knoxy"));
+    command.arg("--kubernetes");
+    for flag in [
+        "--http",
+        "--https",
+        "--private-http",
+        "--private-https",
+        "--admin",
+    ] {
+        command.args([flag, "127.0.0.1:0"]);
+    }
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start knoxy");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("knoxy's exit") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("knoxy did not exit within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    let _ = child
+        .stderr
+        .take()
+        .map(|mut e| e.read_to_string(&mut stderr));
+    (status.code(), stderr)
+}
+
+#[test]
+fn a_missing_or_bad_kubeconfig_is_named_and_stops_the_gateway() {
+    let dir = TempDir::new("kubeconfig");
+    let missing = dir.0.join("missing");
+    let (code, stderr) = knoxy_exits(&[("KUBECONFIG", Some(&missing))]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "KUBECONFIG names {}, which is not a readable file",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+
+    let broken = dir.0.join("broken");
+    std::fs::write(&broken, "apiVersion: v1\nclusters: [\n").expect("write");
+    let (code, stderr) = knoxy_exits(&[("KUBECONFIG", Some(&broken))]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("KUBECONFIG: "), "{stderr}");
+    assert!(
+        stderr.contains("line"),
+        "the YAML error says where: {stderr}"
+    );
+
+    // Nothing set, not in a pod, and no ~/.kube/config.
+    let (code, stderr) = knoxy_exits(&[
+        ("KUBECONFIG", None),
+        ("KUBERNETES_SERVICE_HOST", None),
+        ("HOME", Some(&dir.0)),
+    ]);
+    assert_eq!(code, Some(78), "{stderr}");
+    let expected = format!(
+        "no Kubernetes configuration: KUBECONFIG is not set, this is not a pod (KUBERNETES_SERVICE_HOST is not set), and {} does not exist",
+        dir.0.join(".kube").join("config").display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_retried_and_ready_waits_for_its_first_listing() {
+    let dir = TempDir::new("kube");
+    // Where the API server will be: nothing listens there yet.
+    let (kubeconfig, port) = {
+        let api = FakeApi::start();
+        (api.kubeconfig(&dir.0), api.port())
+    };
+    let gw = gateway_kube(
+        &kubeconfig,
+        &["--pod-name", "knoxy-a", "--lease-duration", "2"],
+    );
+    assert!(
+        gw.wait_for_output("(retrying)", Duration::from_secs(10)),
+        "{}",
+        gw.stderr_text()
+    );
+    let stderr = gw.stderr_text();
+    let url = format!("watching the Kubernetes API server at http://127.0.0.1:{port}/");
+    assert!(stderr.contains(&url), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    let (status, body) = admin(&gw, "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("waiting for the first complete listing"),
+        "{body}"
+    );
+    let (_, body) = admin(&gw, "/status").await;
+    assert!(
+        body.contains("ingresses.networking.internal.knative.dev"),
+        "{body}"
+    );
+    // kube-rs retries with backoff; each error is logged once, not once per retry.
+    let seen = Instant::now();
+    until(Duration::from_secs(10), "more retries", async || {
+        (seen.elapsed() > Duration::from_secs(3)).then_some(())
+    })
+    .await;
+    let logged = gw
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("(retrying)") && l.contains("ingresses"))
+        .count();
+    assert_eq!(logged, 1, "{}", gw.stderr_text());
+
+    // The API server comes up where the kubeconfig says: the gateway lists, serves and is ready.
+    let api = FakeApi::start_on(port);
+    let pod = pod("pod-a");
+    hello(&api, &pod);
+    until(Duration::from_secs(30), "/ready once listed", async || {
+        (admin(&gw, "/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    until_served(&gw, "hello.example.com", "pod-a").await;
+    assert!(
+        gw.stderr_text().contains("watching"),
+        "{}",
+        gw.stderr_text()
+    );
 }
