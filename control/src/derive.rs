@@ -625,6 +625,7 @@ impl SliceIndex {
     fn update(&mut self, snap: &Snapshot, moved: &HashSet<String>) -> HashSet<String> {
         let mut services = HashSet::new();
         for key in moved {
+            // Keys are `namespace/name` of the object (as every source keys them).
             let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
             if let Some(service) = self.service_of.remove(key) {
                 if let Some(list) = self.by_service.get_mut(&service) {

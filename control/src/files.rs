@@ -73,6 +73,8 @@ pub struct DirReader {
     cache: HashMap<PathBuf, Parsed>,
     /// Whether the last read found any file added, gone, changed or with problems.
     changed: bool,
+    /// The last read could not list the directory (its error was reported).
+    failed: bool,
 }
 
 /// Inode, length, modification and change times: a file with the same stamp is unchanged
@@ -100,6 +102,7 @@ impl DirReader {
                 .collect(),
             Err(e) => {
                 self.changed = true;
+                self.failed = true;
                 // Nothing is known of any file: all of them keep what they had.
                 let mut kept: Vec<_> = self.cache.iter().collect();
                 kept.sort_by(|a, b| a.0.cmp(b.0));
@@ -114,7 +117,8 @@ impl DirReader {
         files.sort();
         let mut cache = HashMap::with_capacity(files.len());
         let mut loaded = Loaded::default();
-        self.changed = false;
+        // Listed again after a failure: the error reported is gone, which is a change.
+        self.changed = std::mem::take(&mut self.failed);
         for file in files {
             let stamp = std::fs::metadata(&file)
                 .map(|m| {

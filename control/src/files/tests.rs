@@ -283,6 +283,17 @@ fn a_rereading_reader_sees_changes_additions_and_removals() {
     assert_eq!(read(), (named(&[("a", 90)]), true));
     std::fs::write(dir.0.join("notes.txt"), "not read").expect("write");
     assert_eq!(read(), (named(&[("a", 90)]), false), "a file not read");
+    // The directory cannot be listed, then can again with the same files: the error is gone.
+    let away = dir.0.with_extension("away");
+    std::fs::rename(&dir.0, &away).expect("move the directory away");
+    let failed = reader.read(&dir.0);
+    assert_eq!(failed.errors.len(), 1, "{:?}", failed.errors);
+    assert!(reader.changed());
+    std::fs::rename(&away, &dir.0).expect("move it back");
+    let back = reader.read(&dir.0);
+    assert_eq!((back.errors, reader.changed()), (vec![], true));
+    reader.read(&dir.0);
+    assert!(!reader.changed());
 }
 
 #[test]
