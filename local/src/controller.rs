@@ -323,7 +323,7 @@ impl Controller {
             // A revision no Route marks is `reserve`: unreachable, so min-scale is off. A
             // new one is pending until the Routes have been looked at.
             let reachable = routed || !rev.evaluated;
-            // Supervise: a crashed instance is reported and dropped (the KPA's count brings
+            // Supervise: a crashed instance is reported and dropped (the count applied brings
             // a new one); its readiness is the kubelet's probe through its queue.
             rev.instances.retain_mut(|r| match r.instance.exited() {
                 Some(why) => {
@@ -378,7 +378,9 @@ impl Controller {
                     "{key}: the target could not be activated (progress deadline and 30 s)"
                 ));
             }
-            let wanted = outcome.and_then(|o| o.replicas);
+            // Without a decision (no data yet), the count last applied holds, as a
+            // Deployment's does: an instance that died before it was ready is started again.
+            let wanted = outcome.and_then(|o| o.replicas).or(rev.applied);
             if let (Some(n), None) = (wanted, &rev.failed) {
                 if rev.applied != Some(n) {
                     let panicking = rev.kpa.decided().is_some_and(|d| d.panicking);

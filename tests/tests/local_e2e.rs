@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use knoxy_tests::local::{condition, ready, revision, service, Local, FAST_AUTOSCALER};
-use knoxy_tests::{get_host, TempDir};
+use knoxy_tests::{bin_path, get_host, TempDir};
 
 const IMAGES: &str = "apiVersion: knoxy.dev/v1alpha1
 kind: LocalConfig
@@ -268,6 +268,50 @@ spec:
     );
     let (status, _, _) = get_host(&local.gw, "public", "unclaimed.example.org", "/").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    local.stop();
+}
+
+/// A container that exits before it is ready is started again (a Deployment keeps its
+/// count), though the autoscaler has had no data to decide on.
+#[tokio::test]
+async fn an_instance_that_dies_before_it_is_ready_is_started_again() {
+    let dir = TempDir::new("local-flaky");
+    let marker = dir.0.join("started-once");
+    dir.write(
+        "flaky.yaml",
+        &format!(
+            "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: flaky}}
+spec:
+  template:
+    spec:
+      containers:
+      - image: example.org/flaky
+        command: [sh]
+        args: ['-c', 'test -e {marker} || {{ touch {marker}; exit 3; }}; exec {hello}']
+        env: [{{name: TARGET, value: again}}]
+",
+            marker = marker.display(),
+            hello = bin_path("knoxy-helloworld").display()
+        ),
+    );
+    let local = Local::start(&dir.0);
+    local
+        .until("flaky ready", Duration::from_secs(30), |v| {
+            ready(v, "flaky")
+        })
+        .await;
+    assert!(marker.exists(), "the first instance ran");
+    assert_eq!(
+        answer(&local, "flaky.default.example.com", Duration::from_secs(5)).await,
+        "Hello again!\n"
+    );
+    let stdout = local.gw.stdout_text();
+    assert!(
+        stdout.contains("flaky-00001: instance") && stdout.contains("stopped"),
+        "{stdout}"
+    );
     local.stop();
 }
 
