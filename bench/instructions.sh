@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per proxied request of knoxy-queue or the knoxy gateway, counted by callgrind:
 # repeatable on a noisy 2-core machine, where wall-clock CPU varies ±15% between runs. Use it
-# to compare changes to the request path; bench/queue.sh and bench/gateway.sh give the
+# to compare changes to the request path; bench/run gives the
 # side-by-side CPU/latency/RSS tables.
 #
 #   bench/instructions.sh queue [CONTAINER_CONCURRENCY]     (default 0)

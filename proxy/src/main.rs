@@ -8,7 +8,7 @@
 //! `/healthz`, `/ready` and `/status`; port 0 picks a free port. Every listener is served by
 //! `--threads` worker threads (default: the CPUs the process may use), each a single-threaded
 //! runtime: a connection stays on the thread that took it (a work-stealing runtime cost ~20%
-//! more CPU per request in `bench/gateway.sh`).
+//! more CPU per request in the gateway bench, now `bench/run --only gateway-1t`).
 //!
 //! The edge (`knoxy-edge`, shared with knoxy-queue): a request head must arrive within
 //! `--header-read-timeout` (10 s), a connection with no request in flight closes after

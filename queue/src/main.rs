@@ -3,7 +3,7 @@
 //! Knative's revision controller runs it beside every user container with the same env vars,
 //! ports, probes, drain and metrics as its own queue-proxy (`shared/contracts/queue-proxy.md`).
 //!
-//! HTTP stack, chosen by measurement (`bench/queue.sh`, `bench/instructions.sh queue`,
+//! HTTP stack, chosen by measurement (`bench/run --only queue-h1`, `bench/instructions.sh queue`,
 //! `shared/notes/pingora-cost.md`): plain hyper 1.x on a single-threaded tokio runtime, with
 //! our own upstream pool. A minimal Pingora proxy costs ~1.5× HAProxy's CPU per request here
 //! while hyper costs ~1.1×, and a sidecar runs in every pod, so its binary size, start time and

@@ -9,7 +9,8 @@
 //!    then 4 pods appear 50 ms apart; every request must succeed.
 //!
 //! `knoxy-coldstart [N] [B]` (defaults 100 and 1000) prints a Markdown table. The binaries
-//! are the ones built beside it (`cargo build --release --bins`); bench/coldstart.sh runs it.
+//! are the ones built beside it (`cargo build --release --bins`); `bench/run` runs it.
+//! `KNOXY_COLDSTART_JSON=PATH` also writes the samples there, as JSON (bench/run).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,6 +74,19 @@ async fn main() -> ExitCode {
         "| {burst} at once, zero pods | 10 | 4, 50 ms apart | {ok} | {failed} | {:.0} ms |",
         ms(took)
     );
+    // bench/run draws the distribution from the samples themselves.
+    if let Ok(path) = std::env::var("KNOXY_COLDSTART_JSON") {
+        let samples: Vec<String> = waits.iter().map(|d| format!("{:.4}", ms(*d))).collect();
+        let json = format!(
+            "{{\"cold_start_ms\": [{}], \"burst\": {burst}, \"burst_ok\": {ok}, \"burst_failed\": {failed}, \"burst_ms\": {:.1}}}\n",
+            samples.join(", "),
+            ms(took)
+        );
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("knoxy-coldstart: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if failed > 0 {
         return ExitCode::FAILURE;
     }
