@@ -23,10 +23,12 @@ RATE = 5000
 
 class Target:
     """One system under load: `pids` are the processes whose CPU and memory are its own;
-    role is knoxy, peer or ceiling (straight to the backend)."""
+    role is knoxy, peer or ceiling (straight to the backend). A system of several hops also
+    names them (`hops`: name -> pids), so that each one's CPU is reported too."""
 
     def __init__(self, name, port, pids, role, host=HOST, scheme="http"):
         self.name, self.port, self.pids, self.role, self.host = name, port, pids, role, host
+        self.hops = {}
         self.url = f"{scheme}://{'localhost' if scheme == 'https' else '127.0.0.1'}:{port}/"
 
 
@@ -121,18 +123,20 @@ def full_path(ctx):
     _write(config, "hello.yaml", servers.ingress("hello", HOST, [("hello-00001", 100)])
            + servers.revision("hello-00001", queue))
     gateway = _gateway(ctx, "knoxy gateway+queue", config, HOST)
+    gateway.hops = {"gateway": gateway.pids, "queue": queue_pids}
     gateway.pids = gateway.pids + queue_pids
     chains = []
     for name, start in (("haproxy x2", servers.haproxy), ("nginx x2", servers.nginx_proxy)):
         inner, outer = ctx.port(), ctx.port()
-        pids = start(ctx.procs, inner, backend, ctx.pins.sut, edge_headers=False)
-        pids += start(ctx.procs, outer, inner, ctx.pins.sut)
-        chains.append(Target(name, outer, pids, "peer"))
+        second = start(ctx.procs, inner, backend, ctx.pins.sut, edge_headers=False)
+        first = start(ctx.procs, outer, inner, ctx.pins.sut)
+        chains.append(Target(name, outer, first + second, "peer"))
+        chains[-1].hops = {"first": first, "second": second}
     return SideBySide(
         "full-path", "Full path: gateway -> queue -> app",
         "The knoxy gateway routing to a Knative Revision (the activator's throttle and probing, "
         "containerConcurrency 0) whose pod is a knoxy-queue in front of the nginx backend; the peers are "
-        "two of their own in a chain (edge headers at the first). CPU is both hops'.",
+        "two of their own in a chain (edge headers at the first). CPU is both hops', each hop's after it.",
         [Target("direct", backend, [], "ceiling")] + chains + [gateway],
         [load.wrk(), load.oha(RATE)])
 

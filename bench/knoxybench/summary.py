@@ -30,6 +30,9 @@ def side_by_side(scenario, runs, rss):
                 if ratios and t.role != "ceiling" and not (k == "cpu_us" and not t.pids):
                     row["vs_haproxy"][k] = {"median": statistics.median(ratios), "min": min(ratios),
                                             "max": max(ratios)}
+            if t.hops:  # each hop's share: the median over rounds
+                row["median_hops"] = {hop: statistics.median(r["cpu_us_hops"][hop] for r in rounds.values())
+                                      for hop in t.hops}
             if not t.pids:  # the ceiling's CPU would be the backend's, not a proxy's
                 for d in (row["median"], row["min"], row["max"]):
                     d["cpu_us"] = None
@@ -67,9 +70,12 @@ def markdown(report):
                 ratio = lambda k: (f"{vs[k]['median']:.2f} [{vs[k]['min']:.2f}-{vs[k]['max']:.2f}]" if k in vs
                                    else "—")
                 name = row["name"] + (" (ceiling)" if row["role"] == "ceiling" else "")
+                hops = row.get("median_hops")
+                cpu = spread("cpu_us", _one) + (" (" + ", ".join(f"{h} {_one(v)}" for h, v in hops.items()) + ")"
+                                                 if hops else "")
                 out.append(f"| {name} | {spread('rps', _int)} | {ratio('rps')} | {_ms(med['p50'])} | "
                            f"{_ms(med['p90'])} | {spread('p99', _ms)} | {ratio('p99')} | {_ms(med['max'])} | "
-                           f"{spread('cpu_us', _one)} | {ratio('cpu_us')} | "
+                           f"{cpu} | {ratio('cpu_us')} | "
                            f"{_one(row['rss_mb']) if row['rss_mb'] else '—'} | {row['errors']} |")
             out.append("")
     for own in report["own"]:
