@@ -5,43 +5,27 @@ clock ticks per second, rounds, seconds. Ratios are per round against HAProxy, t
 """
 import base64
 import os
-import re
 import statistics
 import sys
 from collections import defaultdict
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from knoxybench.load import hey_figures, wrk_figures  # noqa: E402
+
 title, raw, rss_file, hz, rounds, secs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def ms(text):
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    return float(m.group(1)) * UNITS[m.group(2)]
-
-
-def parse_wrk(out):
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors += int(non2xx.group(1)) if non2xx else 0
-    return (reqs, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            ms(re.search(r"\s50%\s+(\S+)", out).group(1)), ms(re.search(r"\s99%\s+(\S+)", out).group(1)), errors)
-
-
-def parse_hey(out):
-    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
-    errors = sum(n for c, n in statuses.items() if c != 200)
-    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]\s+(?:Get|Post)", out))
-    secs = lambda p: float(re.search(rf"\s{p}% in ([\d.]+) secs", out).group(1)) * 1e3
-    return (sum(statuses.values()), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            secs(50), secs(99), errors)
+def parse(out):
+    """(requests, rps, p50, p99, errors) of a wrk or hey report, by the suite's own readers."""
+    fig = (hey_figures if "Status code distribution" in out else wrk_figures)(out)
+    return fig["requests"], fig["rps"], fig["p50"], fig["p99"], fig["errors"]
 
 
 rows = defaultdict(dict)
 for line in open(raw):
     name, rnd, ticks, b64 = line.rstrip("\n").split("\t")
     out = base64.b64decode(b64).decode()
-    reqs, rps, p50, p99, errors = (parse_hey if "Status code distribution" in out else parse_wrk)(out)
+    reqs, rps, p50, p99, errors = parse(out)
     rows[name][int(rnd)] = {
         "rps": rps,
         "p50": p50,

@@ -8,7 +8,7 @@ FONT = 'font-family="sans-serif" font-size="11"'
 WIDTH, LABEL, ROW, PAD = 760, 170, 18, 10
 
 
-def bars(title, unit, panels, note=""):
+def bars(title, unit, panels, bar="median over rounds"):
     """panels: (subtitle, [(label, role, median, lo, hi)]); each panel on its own scale."""
     body, y = [], 40
     for subtitle, rows in panels:
@@ -28,8 +28,8 @@ def bars(title, unit, panels, note=""):
             body.append(f'<text x="{scale(hi) + 5:.1f}" y="{y + 12}" {FONT}>{_num(med)}</text>')
             y += ROW
         y += 16
-    return _svg(title, f"{unit}; bar: median over rounds, whisker: min-max. Blue: Knoxy; grey: peers; "
-                f"light: straight to the backend. {note}", body, y)
+    return _svg(title, f"{unit}. Bar: {bar}; whisker: min-max. Blue: Knoxy, grey: peers, light: the backend "
+                "alone.", body, y)
 
 
 def percentiles(title, panels):
@@ -113,7 +113,7 @@ def render(report):
                                     [("each system, its own way", [
                                         (name, fig["role"], fig["served_p50"], min(fig["samples_ms"]),
                                          fig["served_max"]) for name, fig in own["figures"].items()])],
-                                    "Bar: median of the changes, whisker: min-max.")
+                                    "median of the changes")
         if own["name"] == "cold-start":
             charts["coldstart"] = cdf("Cold start: pod ready to request at the app",
                                       own["samples_ms"], f"{len(own['samples_ms'])} cold starts, share "

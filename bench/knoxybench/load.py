@@ -33,7 +33,7 @@ def wrk(threads=1, conns=50, close=False):
         argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", "-H", f"Host: {target.host}"]
         if close:
             argv += ["-H", "Connection: close"]
-        return _wrk_figures(_output(taskset(cpu, argv + [target.url])))
+        return wrk_figures(_output(taskset(cpu, argv + [target.url])))
     extra = ", `Connection: close` (a new connection per request)" if close else ""
     return Load("wrk" + ("-close" if close else ""), "closed",
                 f"`wrk -t{threads} -c{conns}`{extra}: closed loop, at saturation", run)
@@ -96,7 +96,7 @@ def _ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def _wrk_figures(out):
+def wrk_figures(out):
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -137,3 +137,14 @@ def _h2load_figures(out, log, secs):
     return {"requests": len(durations), "rps": float(rps.group(1)) if rps else len(durations) / secs,
             "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": durations[-1] if durations else 0.0,
             "errors": errors}
+
+
+def hey_figures(out):
+    """hey's text report, read into the same figures."""
+    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = sum(n for c, n in statuses.items() if not 200 <= c < 300)
+    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]\s+Get", out))
+    pct = lambda p: float(re.search(rf"\s{p}% in ([\d.]+) secs", out).group(1)) * 1e3
+    return {"requests": sum(statuses.values()), "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": pct(50), "p90": pct(90), "p99": pct(99),
+            "max": float(re.search(r"Slowest:\s+([\d.]+) secs", out).group(1)) * 1e3, "errors": errors}

@@ -6,7 +6,6 @@ Every system is started fresh in each scenario, so its peak RSS is that scenario
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import threading
@@ -48,11 +47,7 @@ def queue_h1(ctx):
         "queue-h1", "Queue sidecar, HTTP/1.1",
         "knoxy-queue (CONTAINER_CONCURRENCY 0 and 10) vs HAProxy and nginx as plain proxies, each "
         "1 thread/worker, in front of one nginx backend (13-byte answers); direct = the backend alone.",
-        _peers(ctx, backend, edge_headers=False) + [
-            Target("knoxy-queue", (q := ctx.port()), servers.knoxy_queue(ctx.procs, q, backend, ctx.pins.sut), "knoxy"),
-            Target("knoxy-queue cc10", (q := ctx.port()),
-                   servers.knoxy_queue(ctx.procs, q, backend, ctx.pins.sut, cc=10), "knoxy"),
-        ],
+        _peers(ctx, backend, edge_headers=False) + _queues(ctx, backend),
         [load.wrk(), load.oha(RATE)])
 
 
@@ -66,11 +61,7 @@ def queue_h2c(ctx):
         "(HTTP/1.1 and h2c on one port). knoxy-queue speaks h2c on to the app, as Knative's queue-proxy does "
         "for HTTP/2 requests, and so does HAProxy (`proto h2`); nginx proxies HTTP/1.1 (it sends HTTP/2 only to "
         "gRPC upstreams).",
-        _peers(ctx, backend, edge_headers=False, modes=("h2", "h2c")) + [
-            Target("knoxy-queue", (q := ctx.port()), servers.knoxy_queue(ctx.procs, q, backend, ctx.pins.sut), "knoxy"),
-            Target("knoxy-queue cc10", (q := ctx.port()),
-                   servers.knoxy_queue(ctx.procs, q, backend, ctx.pins.sut, cc=10), "knoxy"),
-        ],
+        _peers(ctx, backend, edge_headers=False, modes=("h2", "h2c")) + _queues(ctx, backend),
         [load.h2load(conns=10, streams=10)])
 
 
@@ -308,7 +299,7 @@ def seed_commands(ctx):
     for name, argv in commands.items():
         before = cpu_seconds([proc.pid])
         out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60).stdout
-        fig = _hey_figures(out) if name == "hey" else load._wrk_figures(out)
+        fig = load.hey_figures(out) if name == "hey" else load.wrk_figures(out)
         fig["cpu_us"] = (cpu_seconds([proc.pid]) - before) / max(fig["requests"], 1) * 1e6
         figures[name] = fig
         figures[name]["command"] = " ".join(a if " " not in a and "&" not in a else f'"{a}"' for a in argv)
@@ -335,6 +326,15 @@ def _peers(ctx, backend, modes=("h1", "h1"), edge_headers=True, threads=1, direc
     return targets
 
 
+def _queues(ctx, backend):
+    """knoxy-queue with CONTAINER_CONCURRENCY 0 and 10 in front of `backend`."""
+    targets = []
+    for name, cc in (("knoxy-queue", 0), ("knoxy-queue cc10", 10)):
+        port = ctx.port()
+        targets.append(Target(name, port, servers.knoxy_queue(ctx.procs, port, backend, ctx.pins.sut, cc=cc), "knoxy"))
+    return targets
+
+
 def _gateway(ctx, name, config, host, threads=1, pinned=True):
     ports = ctx.gateway_ports()
     pids = servers.knoxy_gateway(ctx.procs, config, ports, ctx.pins.sut if pinned else None, threads, host)
@@ -355,19 +355,9 @@ def _at(samples, q):
     return samples[round((len(samples) - 1) * q)] if samples else 0.0
 
 
-def _hey_figures(out):
-    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
-    errors = sum(n for c, n in statuses.items() if not 200 <= c < 300)
-    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]\s+Get", out))
-    pct = lambda p: float(re.search(rf"\s{p}% in ([\d.]+) secs", out).group(1)) * 1e3
-    return {"requests": sum(statuses.values()), "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50": pct(50), "p90": pct(90), "p99": pct(99),
-            "max": float(re.search(r"Slowest:\s+([\d.]+) secs", out).group(1)) * 1e3, "errors": errors}
-
-
 # name -> (scenario, runs of a round: systems x loads, for the time-left estimate).
 SIDE_BY_SIDE = {"queue-h1": (queue_h1, 10), "queue-h2c": (queue_h2c, 5), "gateway-1t": (gateway_1, 10),
                 "gateway-Nt": (gateway_n, 3), "full-path": (full_path, 8), "tls": (tls, 6),
                 "websocket": (websocket, 4), "grpc": (grpc, 4)}
 # name -> (scenario, seconds it takes by default, with --quick).
-OWN = {"cold-start": (cold_start, 25, 8), "reload": (reload_under_load, 40, 20), "seed": (seed_commands, 30, 12)}
+OWN = {"cold-start": (cold_start, 5, 3), "reload": (reload_under_load, 32, 20), "seed": (seed_commands, 22, 12)}

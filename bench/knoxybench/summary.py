@@ -4,6 +4,8 @@ import statistics
 
 FIGURES = ("rps", "p50", "p90", "p99", "max", "cpu_us")
 RATIOS = ("rps", "p99", "cpu_us")
+# Rows in this order: the ceiling, the peers, then Knoxy.
+ROLE_ORDER = ("ceiling", "peer", "knoxy")
 
 
 def side_by_side(scenario, runs, rss):
@@ -40,6 +42,14 @@ def side_by_side(scenario, runs, rss):
         loads.append({"name": ld.name, "kind": ld.kind, "describe": ld.describe, "systems": systems})
     return {"name": scenario.name, "title": scenario.title, "setup": scenario.setup,
             "pinned": scenario.pinned, "loads": loads}
+
+
+def in_order(report):
+    """Each table's rows in ROLE_ORDER, as the Markdown and the charts show them."""
+    for s in report["scenarios"]:
+        for ld in s["loads"]:
+            ld["systems"].sort(key=lambda row: ROLE_ORDER.index(row["role"]))
+    return report
 
 
 def markdown(report):
