@@ -229,7 +229,8 @@ def reload_under_load(ctx):
     backend = ctx.port()
     servers.nginx_backend(ctx.procs, backend, ctx.pins.other)
     count, changes = ctx.ingresses, (2 if ctx.quick else 4)
-    secs = changes * 2 + 2
+    gap = 1 if ctx.quick else 2  # seconds from one change to the next
+    secs = changes * gap + 2
     hosts = [f"h{i}.example.com" for i in range(count)]
     starts = {"knoxy": _knoxy_table, "haproxy": servers.haproxy_hosts, "nginx": servers.nginx_hosts}
     systems = {}
@@ -249,7 +250,7 @@ def reload_under_load(ctx):
             wait_until(lambda: answers(f"http://127.0.0.1:{port}/", host, timeout=1), f"{name} to serve {host}",
                        30, every=0.002)
             waits.append((time.monotonic() - started) * 1e3)
-            time.sleep(max(0.0, 2 - (time.monotonic() - started)))
+            time.sleep(max(0.0, gap - (time.monotonic() - started)))
         loader.join()
         result["cpu_us"] = (tree_cpu_seconds(pid) - cpu_before) / max(result["requests"], 1) * 1e6
         systems[name] = {**result, "role": target.role, "samples_ms": waits, "served_p50": statistics.median(waits),
@@ -285,7 +286,7 @@ def _knoxy_table(ctx, port, backend, hosts):
 
 def seed_commands(ctx):
     """The seed's load commands against `knoxy local` serving deploy/examples/local on :8080."""
-    secs = 3 if ctx.quick else 10
+    secs = 2 if ctx.quick else 10
     url = "http://127.0.0.1:8080?sleep=100&prime=10000&bloat=5"
     host = "hello.default.example.com"
     proc = ctx.procs.start("local", [os.path.join(servers.RELEASE, "knoxy"), "local",
@@ -360,4 +361,4 @@ SIDE_BY_SIDE = {"queue-h1": (queue_h1, 10), "queue-h2c": (queue_h2c, 5), "gatewa
                 "gateway-Nt": (gateway_n, 3), "full-path": (full_path, 8), "tls": (tls, 6),
                 "websocket": (websocket, 4), "grpc": (grpc, 4)}
 # name -> (scenario, seconds it takes by default, with --quick).
-OWN = {"cold-start": (cold_start, 5, 3), "reload": (reload_under_load, 32, 20), "seed": (seed_commands, 22, 12)}
+OWN = {"cold-start": (cold_start, 5, 3), "reload": (reload_under_load, 32, 14), "seed": (seed_commands, 22, 10)}
