@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from . import load, servers
+from . import load, local, servers
 from .procs import answers, children, cpu_seconds, peak_rss_mb, tree_cpu_seconds, wait_until
 
 HOST = "hello.example.com"
@@ -220,7 +220,17 @@ def cold_start(ctx):
         "figures": {"p50": _at(samples, 0.5), "p90": _at(samples, 0.9), "p99": _at(samples, 0.99),
                     "max": samples[-1], "burst": result["burst"], "burst_ok": result["burst_ok"],
                     "burst_failed": result["burst_failed"], "burst_ms": result["burst_ms"]},
+        "local": _local_cold_starts(ctx),
     }
+
+
+def _local_cold_starts(ctx):
+    """Whole cold starts of `knoxy local` (instance processes started), 3 of them: each waits
+    ~10 s for the revision to be back at zero, too long for --quick."""
+    if ctx.quick:
+        return None
+    ready_to_answer, whole = local.cold_starts(3)
+    return {"ready_to_answer_ms": ready_to_answer, "whole_ms": whole}
 
 
 def reload_under_load(ctx):
@@ -228,7 +238,7 @@ def reload_under_load(ctx):
     load saw meanwhile."""
     backend = ctx.port()
     servers.nginx_backend(ctx.procs, backend, ctx.pins.other)
-    count, changes = ctx.ingresses, (2 if ctx.quick else 4)
+    count, changes = ctx.ingresses, (2 if ctx.quick else 3)
     gap = 1 if ctx.quick else 2  # seconds from one change to the next
     secs = changes * gap + 2
     hosts = [f"h{i}.example.com" for i in range(count)]
@@ -361,4 +371,4 @@ SIDE_BY_SIDE = {"queue-h1": (queue_h1, 10), "queue-h2c": (queue_h2c, 5), "gatewa
                 "gateway-Nt": (gateway_n, 3), "full-path": (full_path, 8), "tls": (tls, 6),
                 "websocket": (websocket, 4), "grpc": (grpc, 4)}
 # name -> (scenario, seconds it takes by default, with --quick).
-OWN = {"cold-start": (cold_start, 5, 3), "reload": (reload_under_load, 32, 14), "seed": (seed_commands, 22, 10)}
+OWN = {"cold-start": (cold_start, 35, 3), "reload": (reload_under_load, 32, 14), "seed": (seed_commands, 22, 10)}

@@ -120,10 +120,18 @@ def _headline(report):
 def _own_table(own):
     f = own["figures"]
     if own["name"] == "cold-start":
-        return ["| cold starts | p50 ms | p90 ms | p99 ms | max ms | burst | answered 200 | failed | burst took |",
+        rows = ["| cold starts | p50 ms | p90 ms | p99 ms | max ms | burst | answered 200 | failed | burst took |",
                 "|---|---|---|---|---|---|---|---|---|",
                 f"| {len(own['samples_ms'])} | {f['p50']:.2f} | {f['p90']:.2f} | {f['p99']:.2f} | {f['max']:.2f} | "
                 f"{f['burst']} | {f['burst_ok']} | {f['burst_failed']} | {f['burst_ms']:.0f} ms |"]
+        if own.get("local"):
+            spread = lambda xs: f"{statistics.median(xs):.1f} ms [{min(xs):.1f}-{max(xs):.1f}]"
+            rows += ["", "The whole cold start in `knoxy local` (`bench/knoxybench/local.py`: knoxy-helloworld behind "
+                     "knoxy-queue, both started as processes; stable window 6 s, scale-to-zero grace 2 s), "
+                     f"{len(own['local']['whole_ms'])} requests each sent at zero, median [min-max]:", "",
+                     "| request at zero to response | instance ready to response |", "|---|---|",
+                     f"| {spread(own['local']['whole_ms'])} | {spread(own['local']['ready_to_answer_ms'])} |"]
+        return rows
     if own["name"] == "reload":
         rows = ["| system | new host served after: median, max | each, ms | req/s | p50 ms | p99 ms | max ms "
                 "| CPU µs/req | peak RSS MB | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
