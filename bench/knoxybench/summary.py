@@ -93,8 +93,10 @@ def markdown(report):
     out += ["## Knative's own components", "",
             "Knative's Go queue-proxy and activator cannot be installed from the registries this machine "
             "reaches, so they are not in the runs above. Figures measured elsewhere, as published:", "",
-            "- Knative's queue-proxy on this machine kind spent about 8x HAProxy's CPU per proxied request and "
-            "added milliseconds of p99 (the project brief, measured on the real binary).",
+            "- Knative's queue-proxy, measured on the real binary on this machine kind, spends about 8x HAProxy's "
+            "CPU per proxied request and adds milliseconds of p99 (the figure the project's brief gives; beside it "
+            "knoxy-queue's ratio is in the first table). Public reports of the same: knative/serving#15627 (fewer "
+            "requests/s through the queue-proxy than straight to the container, `hey -c 70`) and #10085.",
             "- Knative's activator probes a pod that turned ready on a 200 ms tick "
             "(knative/serving pkg/activator/net/revision_backends.go), so a cold start waits up to 200 ms "
             "after the pod is ready; Knoxy's cold-start figure above is the same wait.", ""]
