@@ -114,6 +114,15 @@ pub fn gateway_kube(kubeconfig: &std::path::Path, extra: &[&str]) -> Proc {
     gateway_from(builder, extra)
 }
 
+/// The gateway's listener flags, each given `127.0.0.1:0` by the tests.
+pub const GATEWAY_LISTENERS: [&str; 5] = [
+    "--http",
+    "--https",
+    "--private-http",
+    "--private-https",
+    "--admin",
+];
+
 /// The gateway `builder` names the source of, on loopback ports.
 fn gateway_from(builder: ProcBuilder, extra: &[&str]) -> Proc {
     // No drain delay unless a test asks for one (a later flag wins).
@@ -122,13 +131,7 @@ fn gateway_from(builder: ProcBuilder, extra: &[&str]) -> Proc {
         // Demand stays on loopback: reported only where a test names its autoscaler.
         .args(["--autoscaler-url", ""])
         .args(extra);
-    for flag in [
-        "--http",
-        "--https",
-        "--private-http",
-        "--private-https",
-        "--admin",
-    ] {
+    for flag in GATEWAY_LISTENERS {
         builder = builder.args([flag, "127.0.0.1:0"]);
     }
     // The activator's ports are opened only when asked for; then they are waited for too.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use knoxy_tests::kubeapi::FakeApi;
-use knoxy_tests::{backend_with, bin_path, gateway_kube, get_host, Proc, Signal, TempDir};
+use knoxy_tests::{
+    backend_with, bin_path, gateway_kube, get_host, Proc, Signal, TempDir, GATEWAY_LISTENERS,
+};
 use serde_json::{json, Value};
 
 const INGRESS: &str = "networking.internal.knative.dev/v1alpha1";
@@ -498,13 +500,7 @@ async fn tls_comes_from_the_secret_a_kingress_names_and_no_other_secret_is_read(
 fn knoxy_exits(env: &[(&str, Option<&std::path::Path>)]) -> (Option<i32>, String) {
     let mut command = std::process::Command::new(bin_path("knoxy"));
     command.arg("--kubernetes");
-    for flag in [
-        "--http",
-        "--https",
-        "--private-http",
-        "--private-https",
-        "--admin",
-    ] {
+    for flag in GATEWAY_LISTENERS {
         command.args([flag, "127.0.0.1:0"]);
     }
     for (name, value) in env {
