@@ -32,6 +32,8 @@ class Target:
 
 
 class SideBySide:
+    """A scenario bench/run measures in rounds: every target under every load."""
+
     def __init__(self, name, title, setup, targets, loads, pinned=True):
         self.name, self.title, self.setup = name, title, setup
         self.targets, self.loads, self.pinned = targets, loads, pinned
