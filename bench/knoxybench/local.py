@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 
+from .procs import require_free
 from .servers import RELEASE
 
 HTTP, ADMIN = "127.0.0.1:18080", "127.0.0.1:18095"
@@ -40,6 +41,7 @@ class Local:
     """`knoxy local` running `services`, its log lines kept with the time each was read."""
 
     def __init__(self, services):
+        require_free(*(int(addr.rsplit(":", 1)[1]) for addr in (HTTP, ADMIN)))
         self.dir = tempfile.mkdtemp(prefix="knoxy-local-bench-")
         with open(os.path.join(self.dir, "config.yaml"), "w") as f:
             f.write(CONFIG)

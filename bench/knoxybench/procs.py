@@ -153,6 +153,13 @@ def answers(url, host=None, timeout=2.0):
         return False
 
 
+def require_free(*ports):
+    """Fails when something already listens on a port: it would be measured instead."""
+    taken = [p for p in ports if listening(p)]
+    if taken:
+        raise RuntimeError(f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 already in use: stop what listens there")
+
+
 def listening(port):
     with socket.socket() as s:
         s.settimeout(0.5)

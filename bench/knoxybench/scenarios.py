@@ -12,7 +12,7 @@ import threading
 import time
 
 from . import load, local, servers
-from .procs import answers, children, cpu_seconds, peak_rss_mb, tree_cpu_seconds, wait_until
+from .procs import answers, children, cpu_seconds, peak_rss_mb, require_free, tree_cpu_seconds, wait_until
 
 HOST = "hello.example.com"
 # Offered load of the open-loop runs: below every system's saturation on one core here (the
@@ -301,9 +301,10 @@ def seed_commands(ctx):
     secs = 2 if ctx.quick else 10
     url = "http://127.0.0.1:8080?sleep=100&prime=10000&bloat=5"
     host = "hello.default.example.com"
+    require_free(8080, 8081, 8443, 8444, 9095)
     proc = ctx.procs.start("local", [os.path.join(servers.RELEASE, "knoxy"), "local",
                                      os.path.join(servers.ROOT, "deploy/examples/local")])
-    wait_until(lambda: answers(url, host, timeout=30), "knoxy local to serve hello", 120)
+    wait_until(lambda: answers(url, host, timeout=30), "knoxy local to serve hello", 120, proc=proc)
     commands = {
         "hey": ["hey", "-z", f"{secs}s", "-c", "20", "-host", host, url],
         "wrk": ["wrk", "-t2", "-c20", f"-d{secs}s", "--latency", "-H", f"Host: {host}", url.replace("?", "/?")],

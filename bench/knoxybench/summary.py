@@ -90,6 +90,9 @@ def markdown(report):
             out.append("")
     for own in report["own"]:
         out += [f"## {own['title']}", "", own["setup"], ""] + _own_table(own) + [""]
+    if report.get("failed"):
+        out += ["## Scenarios that failed", ""]
+        out += [f"- `{f['scenario']}`: {f['error']}" for f in report["failed"]] + [""]
     out += ["## Knative's own components", "",
             "Knative's Go queue-proxy and activator cannot be installed from the registries this machine "
             "reaches, so they are not in the runs above. Figures measured elsewhere, as published:", "",
