@@ -84,6 +84,11 @@ def wsbench(conns=50):
 
 # ---- reading their output ----
 
+def percentile(ordered, q):
+    """The q-quantile of sorted samples (nearest rank), 0 when there are none."""
+    return ordered[round((len(ordered) - 1) * q)] if ordered else 0.0
+
+
 def _output(argv):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if done.returncode != 0 and not done.stdout:
@@ -132,10 +137,10 @@ def _h2load_figures(out, log, secs):
     m = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
     errors += sum(int(n) for n in m.groups()) if m else 0
     durations.sort()
-    at = lambda q: durations[round((len(durations) - 1) * q)] if durations else 0.0
     rps = re.search(r"([\d.]+) req/s", out)
     return {"requests": len(durations), "rps": float(rps.group(1)) if rps else len(durations) / secs,
-            "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": durations[-1] if durations else 0.0,
+            "p50": percentile(durations, 0.5), "p90": percentile(durations, 0.9),
+            "p99": percentile(durations, 0.99), "max": durations[-1] if durations else 0.0,
             "errors": errors}
 
 

@@ -69,19 +69,22 @@ class Procs:
     def stop_one(self, pid):
         """Stops the process `pid` started (and its group) before the others."""
         for proc in [p for p in self.running if p.pid == pid]:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            _kill(proc)
             self.running.remove(proc)
 
     def stop(self):
-        # SIGKILL: a measured server's graceful drain is not measured, only waited for.
         for proc in self.running:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            _kill(proc)
         self.running = []
+
+
+def _kill(proc):
+    # SIGKILL to the group: a measured server's graceful drain is not measured, only waited for.
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def children(pid):
@@ -135,7 +138,7 @@ def wait_until(check, what, timeout=30.0, proc=None, every=0.05):
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or a half-written answer
             pass
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: {proc.name} exited ({proc.returncode}): {proc.log_tail()}")

@@ -219,7 +219,8 @@ def cold_start(ctx):
                  "(knative/serving pkg/activator/net/revision_backends.go), so its wait after a pod turns "
                  "ready is up to 200 ms by design.",
         "samples_ms": samples,
-        "figures": {"p50": _at(samples, 0.5), "p90": _at(samples, 0.9), "p99": _at(samples, 0.99),
+        "figures": {"p50": load.percentile(samples, 0.5), "p90": load.percentile(samples, 0.9),
+                    "p99": load.percentile(samples, 0.99),
                     "max": samples[-1], "burst": result["burst"], "burst_ok": result["burst_ok"],
                     "burst_failed": result["burst_failed"], "burst_ms": result["burst_ms"]},
         "local": _local_cold_starts(ctx),
@@ -363,10 +364,6 @@ def _split_ingress(backend):
 def _write(directory, name, text):
     with open(os.path.join(directory, name), "w") as f:
         f.write(text)
-
-
-def _at(samples, q):
-    return samples[round((len(samples) - 1) * q)] if samples else 0.0
 
 
 # name -> (scenario, runs of a round: systems x loads, for the time-left estimate).

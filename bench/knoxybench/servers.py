@@ -47,25 +47,8 @@ def haproxy(procs, port, upstream, cpu, threads=1, mode="h1", edge_headers=True,
     server = " proto h2" if mode == "h2" else ""
     edge = ("  option forwardfor\n  http-request set-header X-Forwarded-Proto http\n"
             "  unique-id-format %[uuid()]\n  unique-id-header X-Request-Id\n") if edge_headers else ""
-    cfg = os.path.join(procs.work, f"haproxy-{port}.cfg")
-    with open(cfg, "w") as f:
-        f.write(f"""global
-  nbthread {threads}
-  maxconn 8000
-  tune.ssl.default-dh-param 2048
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout tunnel 60s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:{port}{bind}
-  default_backend be
-{edge}backend be
-  server s1 127.0.0.1:{upstream}{server}
-""")
+    cfg = _haproxy_cfg(procs.work, f"haproxy-{port}", threads, f"127.0.0.1:{port}{bind}", edge,
+                       f"127.0.0.1:{upstream}{server}")
     proc = procs.start(f"haproxy-{port}", ["haproxy", "-f", cfg, "-db"], cpu)
     wait_until(lambda: listening(port), f"HAProxy on {port}", proc=proc)
     return [proc.pid]
@@ -105,24 +88,9 @@ def haproxy_hosts(ctx, port, upstream, hosts):
     host_map = os.path.join(ctx.work, f"hosts-{port}.map")
     with open(host_map, "w") as f:
         f.writelines(f"{h} 1\n" for h in hosts)
-    cfg = os.path.join(ctx.work, f"haproxy-hosts-{port}.cfg")
-    with open(cfg, "w") as f:
-        f.write(f"""global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:{port}
-  http-request return status 404 unless {{ req.hdr(host),lower,map({host_map}) -m found }}
-  default_backend be
-backend be
-  server s1 127.0.0.1:{upstream}
-""")
+    cfg = _haproxy_cfg(ctx.work, f"haproxy-hosts-{port}", 1, f"127.0.0.1:{port}",
+                       f"  http-request return status 404 unless {{ req.hdr(host),lower,map({host_map}) -m found }}\n",
+                       f"127.0.0.1:{upstream}")
     proc = ctx.procs.start(f"haproxy-hosts-{port}", ["haproxy", "-W", "-db", "-f", cfg], ctx.pins.sut)
     wait_until(lambda: answers(f"http://127.0.0.1:{port}/", hosts[len(hosts) // 2]), "HAProxy with hosts",
                proc=proc)
@@ -287,6 +255,30 @@ def certificate(work, host):
 
 
 # ---- helpers ----
+
+def _haproxy_cfg(work, name, threads, bind, frontend, server):
+    """One frontend (`frontend`: its extra lines) to one server, http-reuse always."""
+    path = os.path.join(work, f"{name}.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+  nbthread {threads}
+  maxconn 8000
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 60s
+  http-reuse always
+frontend fe
+  bind {bind}
+  default_backend be
+{frontend}backend be
+  server s1 {server}
+""")
+    return path
+
 
 def _nginx_conf(work, name, workers, servers):
     path = os.path.join(work, f"{name}.conf")

@@ -24,20 +24,19 @@ def side_by_side(scenario, runs, rss):
             row = {"name": name, "role": t.role, "rss_mb": rss.get(name), "rounds": list(rounds.values()),
                    "errors": sum(r["errors"] for r in rounds.values()), "median": {}, "min": {}, "max": {},
                    "vs_haproxy": {}}
-            for k in FIGURES:
-                values = [r[k] for r in rounds.values()]
-                row["median"][k], row["min"][k], row["max"][k] = statistics.median(values), min(values), max(values)
+            for k in FIGURES:  # the ceiling's cpu_us is None: its CPU would be the backend's
+                values = [r[k] for r in rounds.values() if r[k] is not None]
+                row["median"][k], row["min"][k], row["max"][k] = (
+                    (statistics.median(values), min(values), max(values)) if values else (None, None, None))
             for k in RATIOS:
-                ratios = [rounds[i][k] / base[i][k] for i in rounds if i in base and base[i][k]]
-                if ratios and t.role != "ceiling" and not (k == "cpu_us" and not t.pids):
+                ratios = [rounds[i][k] / base[i][k] for i in rounds
+                          if i in base and rounds[i][k] is not None and base[i][k]]
+                if ratios and t.role != "ceiling":
                     row["vs_haproxy"][k] = {"median": statistics.median(ratios), "min": min(ratios),
                                             "max": max(ratios)}
             if t.hops:  # each hop's share: the median over rounds
                 row["median_hops"] = {hop: statistics.median(r["cpu_us_hops"][hop] for r in rounds.values())
                                       for hop in t.hops}
-            if not t.pids:  # the ceiling's CPU would be the backend's, not a proxy's
-                for d in (row["median"], row["min"], row["max"]):
-                    d["cpu_us"] = None
             systems.append(row)
         loads.append({"name": ld.name, "kind": ld.kind, "describe": ld.describe, "systems": systems})
     return {"name": scenario.name, "title": scenario.title, "setup": scenario.setup,

@@ -28,6 +28,12 @@ use parking_lot::{Condvar, Mutex};
 /// How long a process may take to print its listening lines, and the default bound of every await.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The q-quantile of `sorted` (nearest rank); zero when there are no samples.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
+    sorted.get(rank).copied().unwrap_or(Duration::ZERO)
+}
+
 /// Path of a workspace binary built beside the running test executable.
 pub fn bin_path(name: &str) -> PathBuf {
     let mut path = std::env::current_exe().expect("path of the running test executable");

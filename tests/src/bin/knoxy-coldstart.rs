@@ -21,8 +21,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use knoxy_tests::{
-    admin_metric, empty, gateway, http1_client, queue, request_with, revision_objects, Proc,
-    TempDir,
+    admin_metric, empty, gateway, http1_client, quantile, queue, request_with, revision_objects,
+    Proc, TempDir,
 };
 use tokio::sync::mpsc;
 
@@ -51,7 +51,7 @@ async fn main() -> ExitCode {
     }
     waits.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let at = |q: f64| ms(waits[((waits.len() as f64 - 1.0) * q).round() as usize]);
+    let at = |q: f64| ms(quantile(&waits, q));
     println!("| cold starts | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|");
     println!(

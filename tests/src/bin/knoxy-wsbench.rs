@@ -47,10 +47,7 @@ async fn main() -> ExitCode {
     let elapsed = started.elapsed().as_secs_f64();
     rtts.sort_unstable();
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-    let at = |q: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
-            .map_or(0.0, ms)
-    };
+    let at = |q: f64| ms(&knoxy_tests::quantile(&rtts, q));
     println!(
         "{{\"requests\": {}, \"rps\": {:.1}, \"p50\": {:.4}, \"p90\": {:.4}, \"p99\": {:.4}, \"max\": {:.4}, \"errors\": {}}}",
         rtts.len(),
